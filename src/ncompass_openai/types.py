@@ -1,0 +1,58 @@
+"""Typed results of nCompass's own API (PROTOCOL.md). Unknown fields sent by a newer server are kept."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from openai import BaseModel
+
+__all__ = ["Booking", "Deployment", "DeploymentState", "Session", "SessionUsage"]
+
+DeploymentState = Literal["stopped", "starting", "running", "stopping", "failed"]
+
+
+class SessionUsage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Session(BaseModel):
+    """A time-billed session: billing runs from ``started_at`` to ``stopped_at``."""
+
+    id: str
+    object: Literal["session"] = "session"
+    status: Literal["active", "stopped"]
+    started_at: float
+    stopped_at: float | None = None
+    stop_reason: Literal["client", "idle_timeout", "max_duration"] | None = None
+    billed_seconds: float = 0.0
+    idle_timeout: float | None = None
+    max_duration: float | None = None
+    requests: int = 0
+    usage: SessionUsage = SessionUsage()
+    metadata: dict[str, object] = {}
+
+
+class Deployment(BaseModel):
+    """The tenant's model deployment and where it is in its lifecycle."""
+
+    object: Literal["deployment"] = "deployment"
+    model: str
+    state: DeploymentState
+    ready: bool
+    state_since: float
+    last_request_at: float | None = None
+    idle_shutdown: float
+    estimated_ready_at: float | None = None
+    error: str | None = None
+
+
+class Booking(BaseModel):
+    """A keep-warm window: the model is ready at ``start_at`` and not idle-stopped before ``end_at``."""
+
+    id: str
+    object: Literal["booking"] = "booking"
+    start_at: float
+    end_at: float
+    note: str = ""
+    status: Literal["scheduled", "active", "finished", "cancelled"]
