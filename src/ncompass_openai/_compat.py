@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import openai
 
-__all__ = ["OPENAI_MAJOR", "httpx"]
+__all__ = ["HTTPX_DEFAULT_TIMEOUT", "OPENAI_MAJOR", "httpx"]
 
 OPENAI_MAJOR: int = int(openai.__version__.split(".", 1)[0])
 
@@ -17,3 +17,6 @@ if OPENAI_MAJOR >= 3:
     import httpx2 as httpx
 else:  # pragma: no cover - exercised by the openai 2.x CI job
     import httpx  # type: ignore[no-redef]
+
+HTTPX_DEFAULT_TIMEOUT = httpx.Timeout(5.0)
+"""The timeout an ``http_client`` built without one has: openai keeps any other as the client's own."""

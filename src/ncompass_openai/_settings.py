@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["DEFAULT_BASE_URL", "NCompassSettings"]
@@ -24,11 +24,11 @@ class NCompassSettings(BaseSettings):
     """Where the nCompass API answers (`NCOMPASS_BASE_URL`)."""
     model: str | None = None
     """The model to use when a request names none (`NCOMPASS_MODEL`); else the tenant's model."""
-    timeout: float = 600.0
+    timeout: float = Field(default=600.0, gt=0)
     """Total timeout of a request, seconds (`NCOMPASS_TIMEOUT`)."""
-    read_timeout: float = 60.0
+    read_timeout: float = Field(default=60.0, gt=0)
     """Longest silence allowed between two reads, streams included, seconds (`NCOMPASS_READ_TIMEOUT`)."""
-    max_retries: int = 4
+    max_retries: int = Field(default=4, ge=0)
     """Retries of a failed request, `503 model_starting` included (`NCOMPASS_MAX_RETRIES`)."""
-    idle_timeout: float | None = 900.0
+    idle_timeout: float | None = Field(default=900.0, gt=0)
     """Idle timeout a new session asks for, seconds (`NCOMPASS_IDLE_TIMEOUT`)."""

@@ -15,3 +15,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise MissingDependencyError(
         "The local nCompass server", "pip install 'ncompass-openai[server]'"
     ) from exc
+
+from ._app import create_app
+from ._cli import serve
+from ._local import LocalServer
+from ._settings import ServerSettings
+
+__all__ = ["LocalServer", "ServerSettings", "create_app", "serve"]

@@ -2,23 +2,44 @@
 
 Routes never talk to an engine directly: they go through the runtime (``server/_runtime.py``), which
 owns the request queue, stop strings, cancellation and token accounting. An engine only loads and
-unloads weights, tokenizes, and produces tokens for a batch of prompts.
+unloads weights, tokenizes, and produces tokens for the sequences it is fed.
+
+Generation is continuous batching: :meth:`Engine.generate` pulls new sequences from a ``take``
+callback whenever it has free slots (at most :attr:`Engine.max_batch` sequences are decoded together)
+and yields :class:`EngineToken` objects until no sequence is active and ``take`` has nothing more.
+An engine that cannot batch sets ``max_batch = 1``; nothing else changes.
 """
 
 from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Engine", "EngineToken", "SamplingParams"]
+__all__ = [
+    "DEFAULT_CHAT_TEMPLATE",
+    "Engine",
+    "EngineToken",
+    "GenerationControl",
+    "SamplingParams",
+    "SequenceRequest",
+]
+
+# ChatML, the format SmolLM2 and many small models are trained on: the fallback when a model ships no
+# template of its own, and the synthetic engine's template.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Sampling settings of one request, already validated by the route."""
+    """Sampling settings of one sequence, already validated by the route."""
 
     max_tokens: int = 16
     temperature: float = 1.0
@@ -30,19 +51,82 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
-class EngineToken:
-    """One generated token of sequence ``index`` (its place in the batch)."""
+class SequenceRequest:
+    """One sequence to generate: ``id`` is unique within one :meth:`Engine.generate` call."""
 
-    index: int
+    id: int
+    prompt: str
+    params: SamplingParams
+
+
+@dataclass(frozen=True)
+class EngineToken:
+    """One generated token of sequence ``id``.
+
+    ``text`` is the newly complete text (never a broken multibyte character, so it may be empty while
+    a character is incomplete). A sequence's last token carries its ``finish_reason``: ``"stop"`` for
+    the end-of-sequence token (whose text is empty), ``"length"`` for the token that hit ``max_tokens``
+    or the context size.
+    """
+
+    id: int
     text: str
     finish_reason: Literal["stop", "length"] | None = None
 
 
+class GenerationControl:
+    """Thread-safe switches the runtime flips while an engine generates.
+
+    ``stop(id)`` ends one sequence (a stop string matched, its client went away); the engine drops it at
+    its next step without yielding anything more for it. ``cancel()`` ends the whole call.
+    """
+
+    def __init__(self) -> None:
+        self._cancelled = threading.Event()
+        self._stopped: set[int] = set()
+        self._lock = threading.Lock()
+
+    def cancel(self) -> None:
+        """End the whole generation call soon."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._cancelled.is_set()
+
+    def stop(self, seq_id: int) -> None:
+        """End sequence ``seq_id`` soon."""
+        with self._lock:
+            self._stopped.add(seq_id)
+
+    def is_stopped(self, seq_id: int) -> bool:
+        """Whether sequence ``seq_id`` (or the whole call) was ended by the runtime."""
+        if self._cancelled.is_set():
+            return True
+        with self._lock:
+            return seq_id in self._stopped
+
+    def forget(self, seq_id: int) -> None:
+        """Drop the record of a finished sequence (keeps long-running calls from growing)."""
+        with self._lock:
+            self._stopped.discard(seq_id)
+
+
+TakeFn = Callable[[int], Sequence[SequenceRequest]]
+
+
 class Engine(abc.ABC):
-    """A model backend. Not required to be thread safe: the runtime calls it from one worker thread."""
+    """A model backend. Not required to be thread safe: the runtime calls it from one worker thread.
+
+    Only :meth:`count_tokens` may be called from another thread while :meth:`generate` runs, so it
+    must touch nothing but read-only tokenizer data.
+    """
 
     name: str
     model_id: str
+    max_batch: int = 1
+    context_length: int = 2048  # per sequence: prompt tokens + max_tokens must fit
 
     @abc.abstractmethod
     def load(self) -> None:
@@ -59,18 +143,25 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def count_tokens(self, text: str) -> int:
-        """How many tokens ``text`` is for this model."""
+        """How many tokens ``text`` is for this model, as a prompt (special tokens parsed)."""
 
     @abc.abstractmethod
     def chat_template(self) -> str | None:
         """The model's own Jinja chat template, if it has one."""
 
-    @abc.abstractmethod
-    def generate(
-        self, prompts: Sequence[str], params: SamplingParams, cancelled: threading.Event
-    ) -> Iterator[EngineToken]:
-        """Yield tokens for every prompt, decoded together as one batch where the engine can.
+    def special_tokens(self) -> dict[str, str]:
+        """``bos_token`` / ``eos_token`` strings handed to chat templates."""
+        return {"bos_token": "", "eos_token": ""}
 
-        Each sequence ends with a token carrying its ``finish_reason``. The generator stops soon after
-        ``cancelled`` is set, and when it is closed.
+    @abc.abstractmethod
+    def generate(self, take: TakeFn, control: GenerationControl) -> Iterator[EngineToken]:
+        """Yield tokens of every sequence fed by ``take``, decoded together where the engine can.
+
+        Args:
+            take: called with the number of free slots whenever the engine can admit sequences;
+                returns at most that many new sequences (an empty list when none are waiting).
+            control: sequences the runtime ended (``control.is_stopped(id)``) are dropped at the next
+                step; after ``control.cancel()`` the generator returns soon.
+
+        The generator returns once no sequence is active and ``take`` returns nothing.
         """

@@ -1,0 +1,152 @@
+"""Per-request cost of ``NCompass`` against plain ``openai.OpenAI`` on the same local server.
+
+The server (synthetic engine) runs in its own process, so the clients' CPU time is not mixed with the
+server's. Variants run interleaved, block by block in a new random order each round, so machine noise
+hits them alike; the report gives each one's median per-request time and its ratio to
+``openai.OpenAI`` (goal for ``NCompass``: at most 1.03x). Reads no environment variables; writes the
+report to stdout and to bench/results/client.txt.
+
+    python bench/client.py [--rounds 10] [--block 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import openai
+
+from ncompass_openai import NCompass
+from ncompass_openai._compat import OPENAI_MAJOR, httpx
+
+KEY = "nc-bench-client-key-000000001"
+RESULT = Path(__file__).resolve().parent / "results" / "client.txt"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NCOMPASS_", "OPENAI_"))}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ncompass_openai.server",
+            "--engine",
+            "synthetic",
+            "--port",
+            str(port),
+            "--api-key",
+            KEY,
+            "--db",
+            ":memory:",
+            "--log-level",
+            "warning",
+            "--max-queue-per-key",
+            "64",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("the benchmark server did not start")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--block", type=int, default=30, help="requests per variant per round")
+    args = parser.parse_args()
+
+    port = free_port()
+    server = start_server(port)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        plain = openai.OpenAI(api_key=KEY, base_url=base_url, max_retries=4)
+        ncompass = NCompass(api_key=KEY, base_url=base_url)
+        # Wait until the synthetic model is running (it starts at boot).
+        ncompass.deployment.wait_until_running(timeout=60, poll_interval=0.1)
+        model = ncompass.resolve_model()
+        prompt = {"prompt": "benchmark", "max_tokens": 4, "temperature": 0}
+
+        variants: dict[str, Callable[[], object]] = {
+            "openai.OpenAI": lambda: plain.completions.create(model=model, **prompt),  # type: ignore[call-overload]
+            "NCompass": lambda: ncompass.completions.create(model=model, **prompt),
+            "NCompass, model omitted": lambda: ncompass.completions.create(**prompt),
+        }
+        for call in variants.values():  # warm up connections and caches
+            for _ in range(20):
+                call()
+
+        per_request: dict[str, list[float]] = {name: [] for name in variants}
+        cpu_per_request: dict[str, list[float]] = {name: [] for name in variants}
+        rng = random.Random(1)
+        for _ in range(args.rounds):
+            order = list(variants)
+            rng.shuffle(order)
+            for name in order:
+                call = variants[name]
+                start, cpu_start = time.perf_counter(), time.process_time()
+                for _ in range(args.block):
+                    call()
+                per_request[name].append((time.perf_counter() - start) / args.block)
+                cpu_per_request[name].append((time.process_time() - cpu_start) / args.block)
+        plain.close()
+        ncompass.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    base = statistics.median(per_request["openai.OpenAI"])
+    cpu_base = statistics.median(cpu_per_request["openai.OpenAI"])
+    lines = [
+        "NCompass vs openai.OpenAI, completions.create (max_tokens=4) on the local synthetic server",
+        f"openai {openai.__version__} (major {OPENAI_MAJOR}), python {sys.version.split()[0]}, "
+        f"{args.rounds} interleaved rounds x {args.block} requests per variant; server in its own process",
+        "",
+        f"{'variant':<26} {'wall ms/req':>12} {'ratio':>7} {'client CPU ms/req':>18} {'ratio':>7}",
+    ]
+    for name, samples in per_request.items():
+        median = statistics.median(samples)
+        cpu = statistics.median(cpu_per_request[name])
+        wall_cols = f"{median * 1000:>12.3f} {median / base:>6.3f}x"
+        lines.append(f"{name:<26} {wall_cols} {cpu * 1000:>18.3f} {cpu / cpu_base:>6.3f}x")
+    ratio = statistics.median(per_request["NCompass"]) / base
+    cpu_ratio = statistics.median(cpu_per_request["NCompass"]) / cpu_base
+    lines += [
+        "",
+        "wall: time per request as the caller sees it (includes the server); client CPU: this process's",
+        "CPU time per request (the client's own cost, the server excluded).",
+        f"goal: NCompass <= 1.03x openai.OpenAI (wall) -> {'met' if ratio <= 1.03 else 'NOT met'} "
+        f"({ratio:.3f}x wall, {cpu_ratio:.3f}x client CPU)",
+    ]
+    report = "\n".join(lines) + "\n"
+    sys.stdout.write(report)
+    RESULT.parent.mkdir(exist_ok=True)
+    RESULT.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""``ncompass model ...`` (the model deployment) and ``ncompass book ...`` (keep-warm bookings)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ._common import (
+    JsonOption,
+    format_duration,
+    format_time,
+    handle_errors,
+    make_client,
+    options_of,
+    parse_time,
+    print_json,
+    print_table,
+    wait_for_model,
+)
+
+if TYPE_CHECKING:
+    from ..types import Booking, Deployment
+
+__all__ = ["book_app", "model_app"]
+
+model_app = typer.Typer(
+    name="model",
+    help="The model deployment: start, stop, status, wait (a cold start takes minutes).",
+    no_args_is_help=True,
+)
+book_app = typer.Typer(
+    name="book",
+    help="Keep-warm bookings: the model is ready at a window's start and not idle-stopped inside it.",
+    no_args_is_help=True,
+)
+
+Timeout = Annotated[float, typer.Option(help="Seconds to wait for the model before giving up.", min=0)]
+
+
+def describe_deployment(deployment: Deployment) -> str:
+    """One line on where the deployment is in its lifecycle."""
+    since = format_duration(max(0.0, time.time() - deployment.state_since))
+    line = f"Model {deployment.model}: {deployment.state} (for {since})"
+    if deployment.state == "starting" and deployment.estimated_ready_at is not None:
+        line += f", ready at about {format_time(deployment.estimated_ready_at)}"
+    if deployment.state == "running":
+        line += f", idle shutdown after {format_duration(deployment.idle_shutdown)} without requests"
+    if deployment.error:
+        line += f". Error: {deployment.error}"
+    return line + "."
+
+
+@model_app.command("status")
+@handle_errors
+def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Show the model deployment's state."""
+    with make_client(options_of(ctx)) as client:
+        deployment = client.deployment.status()
+    if json_output:
+        print_json(deployment)
+    else:
+        print(describe_deployment(deployment))
+
+
+@model_app.command("start")
+@handle_errors
+def start(
+    ctx: typer.Context,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the model is running.")] = False,
+    timeout: Timeout = 600.0,
+    json_output: JsonOption = False,
+) -> None:
+    """Start the model (a cold start); returns at once unless --wait."""
+    with make_client(options_of(ctx)) as client:
+        deployment = client.deployment.start()
+        if wait and deployment.state != "running":
+            deployment = wait_for_model(client, timeout=timeout, quiet=json_output)
+    if json_output:
+        print_json(deployment)
+    else:
+        print(describe_deployment(deployment))
+        if deployment.state == "starting":
+            print("Follow it with `ncompass model wait` or `ncompass model status`.")
+
+
+@model_app.command("stop")
+@handle_errors
+def stop(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Stop the model (it starts again with `ncompass model start`)."""
+    with make_client(options_of(ctx)) as client:
+        deployment = client.deployment.stop()
+    if json_output:
+        print_json(deployment)
+    else:
+        print(describe_deployment(deployment))
+
+
+@model_app.command("wait")
+@handle_errors
+def wait(ctx: typer.Context, timeout: Timeout = 600.0, json_output: JsonOption = False) -> None:
+    """Wait until the model is running, with a spinner, the elapsed time and the server's estimate."""
+    with make_client(options_of(ctx)) as client:
+        deployment = wait_for_model(client, timeout=timeout, quiet=json_output)
+    if json_output:
+        print_json(deployment)
+
+
+def _booking_rows(bookings: list[Booking]) -> list[list[str]]:
+    return [
+        [b.id, b.status, format_time(b.start_at, short=True), format_time(b.end_at, short=True), b.note]
+        for b in bookings
+    ]
+
+
+@book_app.command("add")
+@handle_errors
+def add(
+    ctx: typer.Context,
+    start_at: Annotated[
+        str,
+        typer.Argument(
+            metavar="START", help="Window start: unix time, ISO 8601 (local unless it has an offset) or +30m."
+        ),
+    ],
+    end_at: Annotated[
+        str, typer.Argument(metavar="END", help="Window end, in the same forms (+2h is from now).")
+    ],
+    note: Annotated[str, typer.Option(help="A note kept with the booking.")] = "",
+    json_output: JsonOption = False,
+) -> None:
+    """Book a keep-warm window."""
+    start_ts, end_ts = parse_time(start_at), parse_time(end_at)
+    with make_client(options_of(ctx)) as client:
+        booking = client.deployment.bookings.create(start_at=start_ts, end_at=end_ts, note=note)
+    if json_output:
+        print_json(booking)
+    else:
+        print(
+            f"Booked {booking.id}: the model is kept warm from {format_time(booking.start_at)} "
+            f"to {format_time(booking.end_at)} ({booking.status})."
+        )
+
+
+@book_app.command("list")
+@handle_errors
+def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """List bookings, soonest first."""
+    with make_client(options_of(ctx)) as client:
+        bookings = client.deployment.bookings.list()
+    if json_output:
+        print_json(bookings)
+    elif not bookings:
+        print("No bookings. Add one with `ncompass book add START END`.")
+    else:
+        print_table(
+            None, ["booking", "status", "start", "end", "note"], _booking_rows(bookings), wrap=["note"]
+        )
+
+
+@book_app.command("cancel")
+@handle_errors
+def cancel(
+    ctx: typer.Context,
+    booking_id: Annotated[str, typer.Argument(metavar="BOOKING_ID", help="Booking id (book_...).")],
+    json_output: JsonOption = False,
+) -> None:
+    """Cancel a booking."""
+    with make_client(options_of(ctx)) as client:
+        booking = client.deployment.bookings.cancel(booking_id)
+    if json_output:
+        print_json(booking)
+    else:
+        print(f"Booking {booking.id} is {booking.status}.")

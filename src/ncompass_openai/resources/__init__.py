@@ -1,0 +1,31 @@
+"""nCompass's resources on top of openai's: sessions, deployment (with bookings), and completions with
+``model`` optional."""
+
+from __future__ import annotations
+
+from ._completions import (
+    AsyncChat,
+    AsyncChatCompletions,
+    AsyncCompletions,
+    Chat,
+    ChatCompletions,
+    Completions,
+)
+from .bookings import AsyncBookings, Bookings
+from .deployment import AsyncDeploymentResource, DeploymentResource
+from .sessions import AsyncSessions, Sessions
+
+__all__ = [
+    "AsyncBookings",
+    "AsyncChat",
+    "AsyncChatCompletions",
+    "AsyncCompletions",
+    "AsyncDeploymentResource",
+    "AsyncSessions",
+    "Bookings",
+    "Chat",
+    "ChatCompletions",
+    "Completions",
+    "DeploymentResource",
+    "Sessions",
+]

@@ -1,0 +1,129 @@
+"""The durable ledger: one SQLite file (WAL) holding tenants, sessions, bookings, deployments, replays.
+
+One connection shared by the event loop and the worker threads, guarded by a lock: every statement
+is short, and WAL with ``synchronous=NORMAL`` keeps each committed write across a crash of the
+process (SIGKILL), which is what the billing promise needs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Database"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (
+    id TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    stopped_at REAL,
+    stop_reason TEXT,
+    last_seen_at REAL NOT NULL,
+    idle_timeout REAL,
+    max_duration REAL,
+    requests INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    metadata TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS sessions_tenant ON sessions (tenant_id, started_at);
+CREATE UNIQUE INDEX IF NOT EXISTS sessions_one_active ON sessions (tenant_id) WHERE status = 'active';
+CREATE TABLE IF NOT EXISTS bookings (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    start_at REAL NOT NULL,
+    end_at REAL NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    cancelled_at REAL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bookings_tenant ON bookings (tenant_id, start_at);
+CREATE TABLE IF NOT EXISTS deployments (
+    tenant_id TEXT PRIMARY KEY,
+    desired TEXT NOT NULL,
+    last_request_at REAL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    tenant_id TEXT NOT NULL,
+    route TEXT NOT NULL,
+    key TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (tenant_id, route, key)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+class Database:
+    """A thread-safe wrapper around one SQLite connection.
+
+    Args:
+        path: A file path (its directory is created) or ``":memory:"``.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        # isolation_level=None: autocommit; multi-statement changes use `transaction()`.
+        self._conn = sqlite3.connect(
+            path if path == ":memory:" else str(Path(path).expanduser()),
+            check_same_thread=False,
+            isolation_level=None,
+            timeout=30.0,
+        )
+        self._conn.row_factory = sqlite3.Row
+        with self._lock:
+            if path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the number of rows changed."""
+        with self._lock:
+            return self._conn.execute(sql, params).rowcount
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        with self._lock:
+            row: sqlite3.Row | None = self._conn.execute(sql, params).fetchone()
+            return row
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._conn.execute(sql, params).fetchall())
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Several statements as one atomic change (holds the lock throughout)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

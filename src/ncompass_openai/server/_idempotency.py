@@ -1,0 +1,172 @@
+"""``Idempotency-Key``: a repeated POST of one tenant to one route gets the first answer again.
+
+Answers are kept in the ledger for 24 hours, so a retried session start, stop or booking never acts
+twice, even across a restart. Only final answers are kept: a 429, a 503 or a 5xx is worth retrying
+for real, and a streamed answer cannot be replayed, so those are not stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._auth import parse_authorization
+from ._db import Database
+from ._errors import error_body
+from ._limits import buffered_body
+
+__all__ = ["RETENTION_SECONDS", "IdempotencyMiddleware", "prune_idempotency"]
+
+RETENTION_SECONDS = 24 * 3600
+_NOT_STORED = {401, 408, 409, 425, 429}
+_MAX_KEY_LENGTH = 255
+_REUSED = (
+    "This `Idempotency-Key` was already used with a different request body. Use a new key for a new request."
+)
+
+
+def prune_idempotency(db: Database) -> int:
+    return db.execute("DELETE FROM idempotency WHERE created_at < ?", (time.time() - RETENTION_SECONDS,))
+
+
+class IdempotencyMiddleware:
+    """Replays stored answers for a repeated ``Idempotency-Key`` (runs inside the body limit).
+
+    Args:
+        app: The wrapped ASGI app.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers") or []}
+        raw_key = headers.get(b"idempotency-key")
+        state = scope["app"].state
+        tenant = None
+        if raw_key:
+            key_text = parse_authorization(headers.get(b"authorization", b"").decode("latin-1"))
+            if key_text is not None:
+                try:
+                    tenant = state.tenants.authenticate(f"Bearer {key_text}")
+                except Exception:
+                    tenant = None
+        if not raw_key or tenant is None:
+            await self.app(scope, receive, send)
+            return
+        key = raw_key.decode("latin-1")
+        if len(key) > _MAX_KEY_LENGTH:
+            await _send_json(
+                send,
+                400,
+                error_body(
+                    f"`Idempotency-Key` is longer than {_MAX_KEY_LENGTH} characters; send a shorter "
+                    "key (a UUID).",
+                    "invalid_request_error",
+                    param="Idempotency-Key",
+                ),
+            )
+            return
+        db: Database = state.db
+        route = scope["path"]
+        fingerprint = hashlib.sha256(buffered_body(scope) or b"").hexdigest()
+        ident = (tenant.id, route, key)
+        lock = self._locks.setdefault(ident, asyncio.Lock())
+        try:
+            async with lock:  # a retry that arrives while the first is in flight waits for its answer
+                row = db.fetchone(
+                    "SELECT status, headers, body, created_at FROM idempotency "
+                    "WHERE tenant_id=? AND route=? AND key=?",
+                    ident,
+                )
+                if row is not None and row["created_at"] >= time.time() - RETENTION_SECONDS:
+                    stored = json.loads(row["headers"])
+                    if stored.get("fingerprint") not in (None, fingerprint):
+                        await _send_json(
+                            send,
+                            400,
+                            error_body(
+                                _REUSED,
+                                "invalid_request_error",
+                                param="Idempotency-Key",
+                                code="idempotency_key_reused",
+                            ),
+                        )
+                        return
+                    await _replay(send, row["status"], stored["headers"], bytes(row["body"]))
+                    return
+                await self._run_and_store(scope, receive, send, db, ident, fingerprint)
+        finally:
+            if not lock.locked() and self._locks.get(ident) is lock:
+                del self._locks[ident]
+
+    async def _run_and_store(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        db: Database,
+        ident: tuple[str, str, str],
+        fingerprint: str,
+    ) -> None:
+        status = 0
+        response_headers: list[list[str]] = []
+        body = bytearray()
+        storable = True
+
+        async def capture(message: Message) -> None:
+            nonlocal status, storable
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                for name, value in message.get("headers", []):
+                    lname = name.decode("latin-1").lower()
+                    if lname == "content-type" and value.startswith(b"text/event-stream"):
+                        storable = False
+                    if lname not in ("content-length", "date", "server"):
+                        response_headers.append([name.decode("latin-1"), value.decode("latin-1")])
+            elif message["type"] == "http.response.body" and storable:
+                body.extend(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receive, capture)
+        if storable and status and status < 500 and status not in _NOT_STORED:
+            db.execute(
+                "INSERT OR REPLACE INTO idempotency "
+                "(tenant_id, route, key, status, headers, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    *ident,
+                    status,
+                    json.dumps({"headers": response_headers, "fingerprint": fingerprint}),
+                    bytes(body),
+                    time.time(),
+                ),
+            )
+
+
+async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _replay(send: Send, status: int, headers: list[list[str]], body: bytes) -> None:
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    raw.append((b"content-length", str(len(body)).encode()))
+    raw.append((b"idempotent-replayed", b"true"))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

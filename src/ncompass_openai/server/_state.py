@@ -1,0 +1,79 @@
+"""Everything a request needs, kept on ``app.state.server`` (never in module globals)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Request
+from pydantic import BaseModel, ValidationError
+
+from ._auth import Tenant, TenantRegistry
+from ._bookings import BookingStore
+from ._db import Database
+from ._deployment import DeploymentManager
+from ._errors import APIError, bad_request, validation_message
+from ._runtime import InferenceRuntime
+from ._sessions import SessionStore
+from ._settings import ServerSettings
+
+__all__ = ["AuthTenant", "ServerState", "authenticate", "parse_body", "server_state"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class ServerState:
+    settings: ServerSettings
+    db: Database
+    tenants: TenantRegistry
+    sessions: SessionStore
+    bookings: BookingStore
+    deployments: DeploymentManager
+    runtime: InferenceRuntime
+    created: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def server_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.server
+    return state
+
+
+def authenticate(request: Request) -> Tenant:
+    """The FastAPI dependency of every protected route: checks the key and renews the session lease."""
+    state = server_state(request)
+    tenant = state.tenants.authenticate(request.headers.get("authorization"))
+    state.sessions.touch(tenant.id)
+    return tenant
+
+
+# The parameter type of every protected route.
+AuthTenant = Annotated[Tenant, Depends(authenticate)]
+
+
+async def parse_body(request: Request, model: type[M], *, optional: bool = False) -> M:
+    """Parse a JSON body into ``model``; every failure is a 400 naming the field (never a 422)."""
+    raw = await request.body()
+    if not raw.strip():
+        if optional:
+            return model()
+        raise bad_request(
+            "The request body is empty: send a JSON object with `Content-Type: application/json`."
+        )
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(
+            f"The request body is not valid JSON ({exc}). Send a JSON object with "
+            "`Content-Type: application/json`."
+        ) from None
+    if not isinstance(data, dict):
+        raise bad_request("The request body must be a JSON object.")
+    try:
+        # Strict: `"max_tokens": "5"` or `"stream": "yes"` is a wrong type, as in OpenAI's API.
+        return model.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        message, param = validation_message(exc.errors())
+        raise APIError(400, message, param=param) from None

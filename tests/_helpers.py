@@ -1,0 +1,87 @@
+"""Helpers shared by the client tests: sync/async-agnostic calls, request recording, open sockets."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ncompass_openai import AsyncNCompass, NCompass
+from ncompass_openai._compat import httpx
+
+
+async def resolve(value: Any) -> Any:
+    """Awaits ``value`` if the async client returned a coroutine; the sync client's result as is."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class Recorder:
+    """Records every request and response the client really sent and got (httpx event hooks)."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.responses: list[httpx.Response] = []
+
+    def on_request(self, request: httpx.Request) -> None:
+        self.requests.append(request)
+
+    def on_response(self, response: httpx.Response) -> None:
+        self.responses.append(response)
+
+    async def aon_request(self, request: httpx.Request) -> None:
+        self.on_request(request)
+
+    async def aon_response(self, response: httpx.Response) -> None:
+        self.on_response(response)
+
+    def http_client(self, kind: str) -> Any:
+        if kind == "sync":
+            return httpx.Client(event_hooks={"request": [self.on_request], "response": [self.on_response]})
+        return httpx.AsyncClient(event_hooks={"request": [self.aon_request], "response": [self.aon_response]})
+
+
+def make_client(kind: str, **kwargs: Any) -> NCompass | AsyncNCompass:
+    return NCompass(**kwargs) if kind == "sync" else AsyncNCompass(**kwargs)
+
+
+async def close(client: NCompass | AsyncNCompass) -> None:
+    await resolve(client.close())
+
+
+def open_connections(port: int) -> int:
+    """Sockets of this process connected to ``port`` (client side), read from /proc without psutil."""
+    inodes: set[str] = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            remote_port = int(parts[2].rsplit(":", 1)[1], 16)
+            if parts[9] in inodes and remote_port == port:
+                count += 1
+    return count
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

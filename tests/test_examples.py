@@ -1,0 +1,68 @@
+"""Each script in examples/ runs as users run it: a subprocess with NCOMPASS_API_KEY and NCOMPASS_BASE_URL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ncompass_openai._client import NCompass
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+# script -> answers it prints (one line each: print_prompt / print_response end every answer with "\n")
+ANSWERS = {
+    "hello_world.py": 7,
+    "fine_grained_control.py": 1,
+    "batched_not_streaming.py": 1,
+    "chat.py": 1,
+}
+
+
+def run_example(
+    name: str, api_key: str, base_url: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NCOMPASS_", "OPENAI_"))}
+    env.update(NCOMPASS_API_KEY=api_key, NCOMPASS_BASE_URL=base_url, PYTHONIOENCODING="utf-8")
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=EXAMPLES,
+    )
+
+
+def test_every_example_is_tested() -> None:
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(ANSWERS)
+
+
+@pytest.mark.parametrize("name", sorted(ANSWERS))
+def test_example_names_the_variables_it_reads(name: str) -> None:
+    first = (EXAMPLES / name).read_text().splitlines()[0]
+    assert first.startswith("#") and "NCOMPASS_API_KEY" in first and "NCOMPASS_BASE_URL" in first
+
+
+@pytest.mark.parametrize("name", sorted(ANSWERS))
+def test_example_runs(name: str, api_key: str, base_url: str) -> None:
+    proc = run_example(name, api_key, base_url)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    answers = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(answers) >= ANSWERS[name], proc.stdout
+    # The script stopped the sessions it started: nothing left billing.
+    with NCompass(api_key=api_key, base_url=base_url) as client:
+        assert client.sessions.list(status="active") == []
+
+
+@pytest.mark.model
+def test_chat_example_with_the_real_model(api_key: str, model_server: object) -> None:
+    proc = run_example("chat.py", api_key, str(model_server.base_url), timeout=240)  # type: ignore[attr-defined]
+    assert proc.returncode == 0, proc.stderr
+    # The real model's answer varies (sampling at temperature 0.5): only its presence is checked.
+    assert proc.stdout.strip(), proc.stdout

@@ -1,0 +1,140 @@
+"""The billing guard, in real child processes: a session left running is stopped at exit and on SIGTERM,
+and on SIGKILL the server's lease stops it."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ncompass_openai import NCompass, Session
+
+CHILD = textwrap.dedent(
+    """
+    import signal, sys, time
+    from ncompass_openai import NCompass
+
+    mode = sys.argv[1]
+    if mode == "chain":
+        def handler(signum, frame):
+            print("user handler ran", flush=True)
+            sys.exit(3)
+        signal.signal(signal.SIGTERM, handler)
+    client = NCompass(idle_timeout=float(sys.argv[2]))
+    session = client.sessions.start()
+    print(session.id, flush=True)
+    if mode == "raise":
+        raise ZeroDivisionError("the user's own bug")
+    if mode == "exit":
+        sys.exit(0)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.fixture
+def guard_client(base_url: str, other_api_key: str) -> Iterator[NCompass]:
+    """A client of the tenant the children use, with no active session before and after."""
+    with NCompass(api_key=other_api_key, base_url=base_url) as c:
+        for s in c.sessions.list(status="active"):
+            c.sessions.stop(s.id)
+        yield c
+        for s in c.sessions.list(status="active"):
+            c.sessions.stop(s.id)
+
+
+def _spawn(
+    mode: str, base_url: str, key: str, idle_timeout: float = 900.0
+) -> tuple[subprocess.Popen[str], str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NCOMPASS_", "OPENAI_"))}
+    env.update(NCOMPASS_API_KEY=key, NCOMPASS_BASE_URL=base_url)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, mode, str(idle_timeout)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    if not ready:
+        proc.kill()
+        pytest.fail("the child did not start its session in 60 s")
+    session_id = proc.stdout.readline().strip()
+    if not session_id.startswith("sess_"):
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+        pytest.fail(f"the child failed: {session_id!r} {err}")
+    return proc, session_id
+
+
+def _stopped(client: NCompass, session_id: str) -> Session:
+    session = client.sessions.retrieve(session_id)
+    assert session.status == "stopped", session
+    return session
+
+
+def test_sigterm_stops_the_session_at_once(guard_client: NCompass, base_url: str, other_api_key: str) -> None:
+    proc, session_id = _spawn("sleep", base_url, other_api_key)
+    assert guard_client.sessions.retrieve(session_id).status == "active"
+    killed_at = time.time()
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    # The default SIGTERM action still happens after the sessions are stopped: the same exit status.
+    assert proc.returncode == -signal.SIGTERM
+    session = _stopped(guard_client, session_id)
+    assert session.stop_reason == "client"
+    assert session.stopped_at is not None and session.stopped_at - killed_at < 5.0
+
+
+def test_sigterm_chains_to_the_users_handler(
+    guard_client: NCompass, base_url: str, other_api_key: str
+) -> None:
+    proc, session_id = _spawn("chain", base_url, other_api_key)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 3
+    assert "user handler ran" in out
+    assert _stopped(guard_client, session_id).stop_reason == "client"
+
+
+def test_exit_on_an_exception_stops_the_session_and_shows_the_error(
+    guard_client: NCompass, base_url: str, other_api_key: str
+) -> None:
+    proc, session_id = _spawn("raise", base_url, other_api_key)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "ZeroDivisionError: the user's own bug" in err
+    assert "Traceback" in err
+    assert _stopped(guard_client, session_id).stop_reason == "client"
+
+
+def test_normal_exit_stops_the_session(guard_client: NCompass, base_url: str, other_api_key: str) -> None:
+    proc, session_id = _spawn("exit", base_url, other_api_key)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert err == ""
+    assert _stopped(guard_client, session_id).stop_reason == "client"
+
+
+def test_sigkill_is_covered_by_the_servers_lease(
+    guard_client: NCompass, base_url: str, other_api_key: str
+) -> None:
+    idle_timeout = 1.0
+    proc, session_id = _spawn("sleep", base_url, other_api_key, idle_timeout=idle_timeout)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    # No request of this key meanwhile: each one would renew the lease. The server sweeps once a second.
+    time.sleep(idle_timeout + 3.0)
+    session = _stopped(guard_client, session_id)
+    assert session.stop_reason == "idle_timeout"
+    # Billed only until the lease ran out, not until someone noticed.
+    assert session.billed_seconds < idle_timeout + 5.0
