@@ -8,11 +8,14 @@ round, so machine noise hits them alike; the report gives the median per-chunk t
 ratios of the medians, all from one run:
 
 - ``openai Stream``: ``openai.OpenAI().completions.create(stream=True)``, reading ``.choices[0].text``;
-- ``raw httpx + json``: the HTTP library openai uses (httpx2 on openai 3.x, httpx on 2.x),
-  ``iter_lines()``, ``json.loads`` and ``["choices"][0]["text"]``: the floor of a Python client;
+- ``raw httpx + json``: a hand-written loop over the HTTP library openai uses (httpx2 on 3.x, httpx on 2.x),
+  ``iter_lines()``, ``json.loads`` and ``["choices"][0]["text"]``;
 - ``fast path (TextStream)``: this package's text iterator over openai's raw streaming response
   (``with_streaming_response``), as ``complete_prompt`` uses it;
 - ``NCompass.complete_prompt``: the whole 0.0.x method (validation, request building, the iterator).
+
+The fast path decodes with orjson when it is installed (the ``speedups`` extra), else with json; the
+rows marked ``, json`` force json so both are shown.
 
 Goals (issue 4): fast path ≤ 0.25× openai ``Stream``, ≤ 1.5× raw httpx + json. The same is run for the
 async twins. Reads no environment variables.
@@ -36,6 +39,7 @@ from pathlib import Path
 
 import openai
 
+from ncompass_openai import _streaming
 from ncompass_openai._compat import OPENAI_MAJOR, httpx
 from ncompass_openai._streaming import _loads, open_async_text_stream, open_text_stream
 
@@ -75,9 +79,12 @@ class SSEServer:
         )
         self._body = body
         models = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model"}]}).encode()
-        self._models = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
-            len(models),
-            models,
+        self._models = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+            % (
+                len(models),
+                models,
+            )
         )
         self._sock = socket.create_server(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
@@ -147,6 +154,23 @@ def run_fast_path(client: openai.OpenAI) -> int:
     return n
 
 
+def with_json_decoder(run: Callable[[], int]) -> int:
+    """Runs ``run`` with the fast path decoding through json, as without the ``speedups`` extra."""
+    _streaming._loads = json.loads
+    try:
+        return run()
+    finally:
+        _streaming._loads = _loads
+
+
+async def awith_json_decoder(run: Callable[[], Awaitable[int]]) -> int:
+    _streaming._loads = json.loads
+    try:
+        return await run()
+    finally:
+        _streaming._loads = _loads
+
+
 def run_complete_prompt(client: object) -> int:
     n = 0
     for piece in client.complete_prompt("hi", max_tokens=10_000):  # type: ignore[attr-defined]
@@ -196,9 +220,7 @@ async def arun_complete_prompt(client: object) -> int:
     return n
 
 
-def measure(
-    variants: dict[str, Callable[[], int]], rounds: int, chunks: int
-) -> dict[str, list[float]]:
+def measure(variants: dict[str, Callable[[], int]], rounds: int, chunks: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in variants}
     for name, run in variants.items():  # warm up: connections, imports, caches
         assert run() == chunks, name
@@ -246,7 +268,9 @@ def table(title: str, times: dict[str, list[float]]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--chunks", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=25)
     parser.add_argument("--out", type=Path, default=None)
@@ -262,6 +286,7 @@ def main() -> None:
         "openai Stream": lambda: run_openai_stream(plain),
         "raw httpx + json": lambda: run_raw_httpx(raw_client, url, headers),
         "fast path (TextStream)": lambda: run_fast_path(plain),
+        "fast path (TextStream), json": lambda: with_json_decoder(lambda: run_fast_path(plain)),
     }
     nc = None
     try:
@@ -280,6 +305,7 @@ def main() -> None:
             "openai AsyncStream": lambda: arun_openai_stream(aplain),
             "raw httpx + json (async)": lambda: arun_raw_httpx(araw, url, headers),
             "fast path (AsyncTextStream)": lambda: arun_fast_path(aplain),
+            "fast path (AsyncTextStream), json": lambda: awith_json_decoder(lambda: arun_fast_path(aplain)),
         }
         try:
             from ncompass_openai import AsyncNCompass
@@ -307,8 +333,8 @@ def main() -> None:
         f"python {platform.python_version()}, openai {openai.__version__} (major {OPENAI_MAJOR}), "
         f"{httpx.__name__} {httpx.__version__}, {platform.machine()}, {args.chunks} chunks x "
         f"{args.rounds} interleaved rounds, pre-recorded SSE body from a local server",
-        f"fast path JSON decoder: {_loads.__module__}.{_loads.__name__} (orjson when installed, else json; "
-        "raw httpx + json always uses json)",
+        f"fast path JSON decoder: {_loads.__module__}.{_loads.__name__} (orjson when installed, else json); "
+        "the ', json' rows force json.loads (no `speedups` extra); raw httpx + json always uses json",
         "",
         *table("sync", sync_times),
         "",

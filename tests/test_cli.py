@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ncompass_openai.cli._app import app
-from ncompass_openai.cli._common import format_duration, parse_time
+from ncompass_openai.cli._common import error_line, format_duration, parse_time, register_secret
 from ncompass_openai.server import LocalServer
 
 KEY = "sk-cli-test-key-0123456789abcdef"
@@ -117,7 +117,7 @@ def test_help_lists_every_command() -> None:
     assert ran.code == 0
     for command in ("session", "model", "book", "usage", "complete", "chat", "serve", "demo"):
         assert command in ran.stdout
-    assert "visible to other users" in ran.stdout
+    assert "visible to other users" in " ".join(ran.stdout.replace("│", " ").split())
 
 
 @pytest.mark.parametrize(
@@ -180,6 +180,15 @@ def test_parse_time_reads_iso_8601_with_an_offset() -> None:
 def test_parse_time_rejects_other_text_saying_what_it_takes(text: str) -> None:
     with pytest.raises(ValueError, match="ISO 8601"):
         parse_time(text)
+
+
+def test_error_line_scrubs_keys_and_stays_one_short_line() -> None:
+    register_secret(KEY)
+    line = error_line(ValueError(f"bad key {KEY}\n" + "x " * 400))
+    assert KEY not in line
+    assert "***" in line
+    assert "\n" not in line
+    assert len(line) <= 400
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(4.25, "4.2 s"), (185, "3 min 05 s"), (7260, "2 h 01 min")])
@@ -522,6 +531,18 @@ def test_serve_runs_the_server_in_a_subprocess() -> None:
             proc.stdout.close()
 
 
+def test_serve_on_a_busy_port_is_one_line() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        # In a subprocess: what is tested is what a user sees (one line, exit code 1).
+        ran = run_subprocess(None, "serve", "--engine", "synthetic", "--port", port, "--db", ":memory:")
+    assert "cannot listen on 127.0.0.1:" in _one_error_line(ran)
+
+
 def test_demo_runs_the_hello_world_flow() -> None:
     ran = run(None, "demo", "--engine", "synthetic", "--max-tokens", "8")
     assert ran.code == 0, ran.stderr
@@ -543,3 +564,44 @@ def test_demo_with_the_real_model() -> None:
     ran = run_subprocess(None, "demo", "--max-tokens", "8", timeout=300)
     assert ran.code == 0, ran.stderr
     assert "6. Session" in ran.stderr
+
+
+def test_interactive_chat_on_a_terminal(cli_server: LocalServer) -> None:
+    import pty
+    import select
+
+    _ensure_running(cli_server)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NCOMPASS_", "OPENAI_"))}
+    env.update(_env(cli_server))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [NCOMPASS, "chat", "--max-tokens", "5"], stdin=slave, stdout=slave, stderr=slave, env=env
+    )
+    os.close(slave)
+    seen = b""
+
+    def read_until(marker: bytes, count: int) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + 60
+        while seen.count(marker) < count:
+            assert time.monotonic() < deadline, seen
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+
+    try:
+        read_until(b"you>", 1)
+        os.write(master, b"Hello there\n")
+        read_until(b"you>", 2)  # the answer was streamed, and the next prompt is shown
+        os.write(master, b"\x04")  # Ctrl-D ends the chat
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    text = seen.decode(errors="replace")
+    assert "model>" in text
+    _assert_no_secret(text)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import inspect
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
 import pytest
-from _helpers import Recorder, close, make_client, resolve
 
+from _helpers import Recorder, close, make_client, resolve
 from ncompass_openai import (
     DEFAULT_BASE_URL,
     AsyncNCompass,
@@ -285,10 +286,7 @@ async def test_streams_without_model(client: NCompass | AsyncNCompass) -> None:
         )
     )
     chunks = []
-    if isinstance(stream, openai.AsyncStream):
-        chunks = [chunk async for chunk in stream]
-    else:
-        chunks = list(stream)
+    chunks = [chunk async for chunk in stream] if isinstance(stream, openai.AsyncStream) else list(stream)
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finishes == ["length"]
 
@@ -398,3 +396,25 @@ async def test_bad_key_is_openais_authentication_error(kind: str, base_url: str)
 
 def test_errors_root() -> None:
     assert issubclass(NCompassError, openai.OpenAIError)
+
+
+async def test_a_silent_stream_fails_after_the_read_timeout(kind: str) -> None:
+    from ncompass_openai.server import LocalServer
+    from ncompass_openai.server.engines.synthetic import SyntheticEngine
+
+    key = "nc-test-slow-tenant-00000001"
+    # Each decoding step of this engine takes 2 s: the stream is silent for 2 s between chunks.
+    with LocalServer(engine_instance=SyntheticEngine(delay=2.0), api_keys=[key]) as srv:
+        c = make_client(kind, api_key=key, base_url=srv.base_url, read_timeout=0.3, max_retries=0)
+        began = time.monotonic()
+        with pytest.raises((openai.APITimeoutError, httpx.ReadTimeout)):
+            stream = await resolve(c.completions.create(prompt="x", max_tokens=5, stream=True))
+            if isinstance(stream, openai.AsyncStream):
+                async for _ in stream:
+                    pass
+            else:
+                for _ in stream:
+                    pass
+        elapsed = time.monotonic() - began
+        await close(c)
+    assert elapsed < 2.0

@@ -9,8 +9,8 @@ from typing import Any
 
 import openai
 import pytest
-from _helpers import Recorder, close, make_client, resolve
 
+from _helpers import Recorder, close, make_client, resolve
 from ncompass_openai import (
     AsyncNCompass,
     Booking,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ncompass_openai._client import NCompass
+from ncompass_openai import NCompass
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -28,7 +28,8 @@ def run_example(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NCOMPASS_", "OPENAI_"))}
     env.update(NCOMPASS_API_KEY=api_key, NCOMPASS_BASE_URL=base_url, PYTHONIOENCODING="utf-8")
     return subprocess.run(
-        [sys.executable, str(EXAMPLES / name)],
+        # -X dev shows ResourceWarnings: an unclosed client or socket at exit would be reported.
+        [sys.executable, "-X", "dev", str(EXAMPLES / name)],
         env=env,
         capture_output=True,
         text=True,
@@ -52,7 +53,7 @@ def test_example_names_the_variables_it_reads(name: str) -> None:
 def test_example_runs(name: str, api_key: str, base_url: str) -> None:
     proc = run_example(name, api_key, base_url)
     assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
     answers = [line for line in proc.stdout.splitlines() if line.strip()]
     assert len(answers) >= ANSWERS[name], proc.stdout
     # The script stopped the sessions it started: nothing left billing.

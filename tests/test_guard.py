@@ -18,13 +18,13 @@ from ncompass_openai import NCompass, Session
 
 CHILD = textwrap.dedent(
     """
-    import signal, sys, time
+    import os, signal, sys, time
     from ncompass_openai import NCompass
 
     mode = sys.argv[1]
     if mode == "chain":
         def handler(signum, frame):
-            print("user handler ran", flush=True)
+            os.write(1, b"user handler ran\\n")
             sys.exit(3)
         signal.signal(signal.SIGTERM, handler)
     client = NCompass(idle_timeout=float(sys.argv[2]))
@@ -75,6 +75,16 @@ def _spawn(
     return proc, session_id
 
 
+def _finish(proc: subprocess.Popen[str], timeout: float = 30.0) -> tuple[str, str]:
+    """Waits for the child; a child that hangs is killed and its output shown."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=10)
+        pytest.fail(f"the child did not exit in {timeout} s; stdout: {out!r} stderr: {err!r}")
+
+
 def _stopped(client: NCompass, session_id: str) -> Session:
     session = client.sessions.retrieve(session_id)
     assert session.status == "stopped", session
@@ -84,9 +94,10 @@ def _stopped(client: NCompass, session_id: str) -> Session:
 def test_sigterm_stops_the_session_at_once(guard_client: NCompass, base_url: str, other_api_key: str) -> None:
     proc, session_id = _spawn("sleep", base_url, other_api_key)
     assert guard_client.sessions.retrieve(session_id).status == "active"
+    time.sleep(0.2)
     killed_at = time.time()
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=30)
+    _finish(proc)
     # The default SIGTERM action still happens after the sessions are stopped: the same exit status.
     assert proc.returncode == -signal.SIGTERM
     session = _stopped(guard_client, session_id)
@@ -98,8 +109,9 @@ def test_sigterm_chains_to_the_users_handler(
     guard_client: NCompass, base_url: str, other_api_key: str
 ) -> None:
     proc, session_id = _spawn("chain", base_url, other_api_key)
+    time.sleep(0.2)  # let the child finish printing: its handler must not re-enter that print
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=30)
+    out, _ = _finish(proc)
     assert proc.returncode == 3
     assert "user handler ran" in out
     assert _stopped(guard_client, session_id).stop_reason == "client"
@@ -109,7 +121,7 @@ def test_exit_on_an_exception_stops_the_session_and_shows_the_error(
     guard_client: NCompass, base_url: str, other_api_key: str
 ) -> None:
     proc, session_id = _spawn("raise", base_url, other_api_key)
-    _, err = proc.communicate(timeout=30)
+    _, err = _finish(proc)
     assert proc.returncode == 1
     assert "ZeroDivisionError: the user's own bug" in err
     assert "Traceback" in err
@@ -118,7 +130,7 @@ def test_exit_on_an_exception_stops_the_session_and_shows_the_error(
 
 def test_normal_exit_stops_the_session(guard_client: NCompass, base_url: str, other_api_key: str) -> None:
     proc, session_id = _spawn("exit", base_url, other_api_key)
-    _, err = proc.communicate(timeout=30)
+    _, err = _finish(proc)
     assert proc.returncode == 0, err
     assert err == ""
     assert _stopped(guard_client, session_id).stop_reason == "client"
@@ -130,7 +142,7 @@ def test_sigkill_is_covered_by_the_servers_lease(
     idle_timeout = 1.0
     proc, session_id = _spawn("sleep", base_url, other_api_key, idle_timeout=idle_timeout)
     proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=30)
+    _finish(proc)
     assert proc.returncode == -signal.SIGKILL
     # No request of this key meanwhile: each one would renew the lease. The server sweeps once a second.
     time.sleep(idle_timeout + 3.0)

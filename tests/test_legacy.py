@@ -12,13 +12,15 @@ import openai
 import pytest
 
 from ncompass_openai import (
+    AsyncNCompass,
     AsyncTextStream,
     DeploymentTimeoutError,
     MissingAPIKeyError,
+    ModelNotRunningError,
+    NCompass,
     TextStream,
     nCompass,
 )
-from ncompass_openai._client import AsyncNCompass, NCompass
 from ncompass_openai._legacy import CHAT_BATCH_CONCURRENCY
 
 pytestmark = pytest.mark.anyio
@@ -312,3 +314,28 @@ def test_ncompass_takes_the_0_0_x_constructor(
     with pytest.raises(MissingAPIKeyError, match="NCOMPASS_API_KEY") as info:
         nCompass()
     assert api_key not in str(info.value)
+
+
+async def test_a_stopped_model_fails_at_the_call_not_in_the_stream(flavor: str, stopped_server: Any) -> None:
+    key = stopped_server.api_keys[0]
+    async with make_client(
+        flavor, api_key=key, base_url=stopped_server.base_url, model="synthetic"
+    ) as client:
+        for stream in (True, False):
+            with pytest.raises(ModelNotRunningError, match="nccli-start-model"):
+                await call(client, "complete_prompt", "Hi", max_tokens=3, stream=stream)
+            with pytest.raises(ModelNotRunningError, match="ncompass model start"):
+                await call(client, "complete_chat", USER, max_tokens=3, stream=stream)
+
+
+async def test_a_failing_conversation_fails_the_chat_batch_with_its_own_error(
+    flavor: str, api_key: str, base_url: str
+) -> None:
+    ok = [*USER, {"role": "assistant", "content": "Sure"}]
+    refused = USER  # continue_final_message needs a final assistant message: the server answers 400
+    async with make_client(flavor, api_key=api_key, base_url=base_url) as client:
+        with pytest.raises(openai.BadRequestError, match="continue_final_message"):
+            await call(
+                client, "complete_chat", [ok, refused, ok], False, max_tokens=3, stream=False,
+                continue_final_message=True,
+            )  # fmt: skip

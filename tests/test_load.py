@@ -8,8 +8,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from _helpers import open_connections, wait_for
 
+from _helpers import open_connections, wait_for
 from ncompass_openai import NCompass
 from ncompass_openai.server import LocalServer
 

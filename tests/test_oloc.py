@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ncompass_openai import TextStream, nCompassOLOC
-from ncompass_openai._client import NCompass
+from ncompass_openai import NCompass, TextStream, nCompassOLOC
 
 USER = [{"role": "user", "content": "Which tools speed up inference?"}]
 
@@ -143,3 +145,18 @@ def test_one_liners_never_show_the_key(api_key: str) -> None:
     assert api_key not in repr(nCompassOLOC._entries)
     entry = next(iter(nCompassOLOC._entries.values()))
     assert api_key not in repr(entry.client)
+
+
+def test_one_liner_clients_are_closed_at_exit(api_key: str, base_url: str) -> None:
+    code = (
+        "import atexit, os\n"
+        "atexit.register(lambda: print('closed' if entry.client.is_closed() else 'open'))  # runs last\n"
+        "from ncompass_openai import nCompassOLOC\n"
+        "assert nCompassOLOC.model_is_running(os.environ['NCOMPASS_API_KEY'])\n"
+        "entry = next(iter(nCompassOLOC._entries.values()))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NCOMPASS_", "OPENAI_"))}
+    env.update(NCOMPASS_API_KEY=api_key, NCOMPASS_BASE_URL=base_url)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "closed"

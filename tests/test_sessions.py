@@ -7,10 +7,9 @@ from typing import Any
 
 import openai
 import pytest
-from _helpers import Recorder, close, make_client, resolve
 
-from ncompass_openai import AsyncNCompass, NCompass, Session, SessionError
-from ncompass_openai import _guard
+from _helpers import Recorder, close, make_client, resolve
+from ncompass_openai import AsyncNCompass, NCompass, Session, SessionError, _guard
 
 pytestmark = pytest.mark.anyio
 
@@ -165,10 +164,13 @@ def test_session_context_manager_keeps_the_users_exception(
 ) -> None:
     # The stop fails (the client is closed under it): the user's own error still comes out, with a warning.
     c = NCompass(api_key=api_key, base_url=base_url, max_retries=0)
-    with pytest.raises(ZeroDivisionError), pytest.warns(RuntimeWarning, match="Could not stop"):  # noqa: PT012
-        with c.session() as session:
-            c.close()
-            raise ZeroDivisionError
+    with (
+        pytest.raises(ZeroDivisionError),
+        pytest.warns(RuntimeWarning, match="Could not stop"),
+        c.session() as session,
+    ):
+        c.close()
+        raise ZeroDivisionError
     assert session.id in _guard.tracked()  # still tracked: the exit guard stops it
     _guard.stop_tracked_sessions()
     with NCompass(api_key=api_key, base_url=base_url) as fresh:

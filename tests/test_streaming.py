@@ -7,6 +7,7 @@ a non-JSON event. The well-behaved cases also run against the package's local se
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import threading
@@ -26,6 +27,16 @@ from ncompass_openai._streaming import (
 )
 
 MODEL = "raw-model"
+DECODERS = ["json", *(["orjson"] if importlib.util.find_spec("orjson") else [])]
+
+
+@pytest.fixture(autouse=True, params=DECODERS)
+def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with each JSON decoder the fast path may use (orjson when installed, json)."""
+    name = str(request.param)
+    monkeypatch.setattr("ncompass_openai._streaming._loads", importlib.import_module(name).loads)
+    return name
+
 
 # -- a raw HTTP/1.1 peer ---------------------------------------------------------------------------
 
@@ -57,6 +68,7 @@ class RawSSEServer:
 
     def __init__(self, script: Script) -> None:
         self.script = script
+        self.requests: list[dict[str, str]] = []  # the headers of every POST, in order
         self.connections = 0
         self.closed = threading.Event()  # set when a peer hangs up
         self.open = 0
@@ -85,15 +97,14 @@ class RawSSEServer:
                 line = reader.readline()
                 if not line:
                     return
-                length = 0
+                headers: dict[str, str] = {}
                 while True:
                     header = reader.readline()
                     if header in (b"\r\n", b"\n", b""):
                         break
-                    name, _, value = header.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                reader.read(length)
+                    name, _, value = header.decode().partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                reader.read(int(headers.get("content-length", 0)))
                 if line.startswith(b"GET /v1/models"):
                     body = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model"}]}).encode()
                     conn.sendall(
@@ -101,6 +112,7 @@ class RawSSEServer:
                         % (len(body), body)
                     )
                     continue
+                self.requests.append(headers)
                 self.script(conn)
         except OSError:
             pass
@@ -356,3 +368,32 @@ async def test_async_aclose_closes_the_connection(
         async with stream:
             assert await stream.__anext__() == "tick"
         assert client_connections(server.port) == 0
+
+
+def test_fast_path_keeps_auth_retries_and_idempotency_key(
+    raw_server: Callable[[Script], RawSSEServer],
+) -> None:
+    from ncompass_openai import NCompass
+
+    attempts = []
+
+    def starting_then_ok(conn: socket.socket) -> None:
+        attempts.append(1)
+        if len(attempts) == 1:  # a cold start: openai retries it after Retry-After
+            body = json.dumps(
+                {"error": {"message": "starting", "type": "model_not_running", "code": "model_starting"}}
+            ).encode()
+            conn.sendall(
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 0\r\n"
+                b"x-should-retry: true\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+        else:
+            _send(completion_event("ok"), DONE)(conn)
+
+    server = raw_server(starting_then_ok)
+    with NCompass(api_key="nc-raw-key-0123456789", base_url=server.base_url, max_retries=2) as client:
+        assert list(client.complete_prompt("hi", max_tokens=3)) == ["ok"]
+    first, second = server.requests
+    assert first["authorization"] == second["authorization"] == "Bearer nc-raw-key-0123456789"
+    assert first["idempotency-key"] and first["idempotency-key"] == second["idempotency-key"]
+    assert second.get("x-stainless-retry-count") == "1"

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from ncompass_openai import nCompassOLOC
-from ncompass_openai._client import AsyncNCompass, NCompass
+from ncompass_openai import AsyncNCompass, NCompass, nCompassOLOC
 
 USER = {"role": "user", "content": "hi"}
 

@@ -24,8 +24,9 @@ from typing_extensions import Self, override
 
 from ._compat import httpx
 from ._config import ClientConfig, isolate_from_openai_env, key_from_env_var, resolve_config
-from ._exceptions import ModelNotRunningError, NCompassError
+from ._exceptions import NCompassError
 from ._legacy import AsyncLegacyMixin, SyncLegacyMixin
+from ._status import ModelNotRunningAPIError, error_code, status_error
 from .resources import (
     AsyncChat,
     AsyncCompletions,
@@ -43,44 +44,6 @@ __all__ = ["AsyncNCompass", "ModelNotRunningAPIError", "NCompass"]
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _FETCH_LOCKS: RunVar[WeakKeyDictionary[AsyncNCompass, anyio.Lock]] = RunVar("ncompass_model_fetch_locks")
 _UNSUPPORTED = ("provider", "data_residency", "workload_identity")
-
-
-class ModelNotRunningAPIError(ModelNotRunningError, openai.InternalServerError):
-    """A ``503 model_stopped`` answer: a ``ModelNotRunningError`` that is also openai's status error."""
-
-    def __init__(self, *, detail: str | None, response: httpx.Response, body: object) -> None:
-        # The client's own message (what to call, which command to run); the server's is kept in .detail.
-        openai.InternalServerError.__init__(
-            self, str(ModelNotRunningError("stopped")), response=response, body=body
-        )
-        self.state = "stopped"
-        self.detail = detail
-
-
-def _error_code(response: httpx.Response) -> str | None:
-    if response.status_code != 503:
-        return None
-    try:
-        body = response.json()
-    except Exception:  # a streamed answer not read yet, or not JSON: decide on the headers alone
-        return None
-    error = body.get("error") if isinstance(body, dict) else None
-    code = error.get("code") if isinstance(error, dict) else None
-    return code if isinstance(code, str) else None
-
-
-def _status_error(response: httpx.Response, body: object) -> openai.APIStatusError | None:
-    error = body.get("error", body) if isinstance(body, Mapping) else None
-    if response.status_code != 503 or not isinstance(error, Mapping):
-        return None
-    if error.get("code") == "model_stopped" or (
-        error.get("type") == "model_not_running" and error.get("code") != "model_starting"
-    ):
-        message = error.get("message")
-        return ModelNotRunningAPIError(
-            detail=message if isinstance(message, str) else None, response=response, body=error
-        )
-    return None
 
 
 def _first_model(ids: list[str]) -> str:
@@ -284,7 +247,7 @@ class NCompass(SyncLegacyMixin, openai.OpenAI):
 
     @override
     def _should_retry(self, response: httpx.Response) -> bool:
-        if _error_code(response) == "model_stopped":
+        if error_code(response) == "model_stopped":
             return False  # a stopped model stays stopped: fail at once, whatever the headers say
         return super()._should_retry(response)
 
@@ -292,7 +255,7 @@ class NCompass(SyncLegacyMixin, openai.OpenAI):
     def _make_status_error(
         self, err_msg: str, *, body: object, response: httpx.Response
     ) -> openai.APIStatusError:
-        return _status_error(response, body) or super()._make_status_error(
+        return status_error(response, body) or super()._make_status_error(
             err_msg, body=body, response=response
         )
 
@@ -532,7 +495,7 @@ class AsyncNCompass(AsyncLegacyMixin, openai.AsyncOpenAI):
 
     @override
     def _should_retry(self, response: httpx.Response) -> bool:
-        if _error_code(response) == "model_stopped":
+        if error_code(response) == "model_stopped":
             return False
         return super()._should_retry(response)
 
@@ -540,7 +503,7 @@ class AsyncNCompass(AsyncLegacyMixin, openai.AsyncOpenAI):
     def _make_status_error(
         self, err_msg: str, *, body: object, response: httpx.Response
     ) -> openai.APIStatusError:
-        return _status_error(response, body) or super()._make_status_error(
+        return status_error(response, body) or super()._make_status_error(
             err_msg, body=body, response=response
         )
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from openai import BaseModel
+from pydantic import Field
 
 __all__ = ["Booking", "Deployment", "DeploymentState", "Session", "SessionUsage"]
 
@@ -29,8 +30,8 @@ class Session(BaseModel):
     idle_timeout: float | None = None
     max_duration: float | None = None
     requests: int = 0
-    usage: SessionUsage = SessionUsage()
-    metadata: dict[str, object] = {}
+    usage: SessionUsage = Field(default_factory=SessionUsage)
+    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class Deployment(BaseModel):

@@ -95,7 +95,9 @@ def test_sigkill_and_restart_keeps_every_billed_second(tmp_path: Path, procs: li
     with first.client(KEY_A) as a, first.client(KEY_B) as b:
         long = a.post("/v1/sessions", json={"metadata": {"job": "long"}}, headers={"Idempotency-Key": "s-1"})
         assert long.status_code == 201
+        before_b = time.time()
         lapsing = b.post("/v1/sessions", json={"idle_timeout": 1.0})
+        after_b = time.time()
         assert lapsing.status_code == 201
         done = a.post("/v1/completions", json={"model": "synthetic", "prompt": "a b", "max_tokens": 3})
         assert done.status_code == 200
@@ -103,7 +105,6 @@ def test_sigkill_and_restart_keeps_every_billed_second(tmp_path: Path, procs: li
             "/v1/deployment/bookings", json={"start_at": time.time() + 3600, "end_at": time.time() + 7200}
         )
         assert booking.status_code == 201
-        b_last_seen = time.time()
         time.sleep(0.2)
     first.kill()
     killed_at = time.time()
@@ -123,7 +124,7 @@ def test_sigkill_and_restart_keeps_every_billed_second(tmp_path: Path, procs: li
         assert lapsed["status"] == "stopped"
         assert lapsed["stop_reason"] == "idle_timeout"
         # Stopped at the lapse, which fell while the server was down: not at the restart.
-        assert lapsed["stopped_at"] == pytest.approx(b_last_seen + 1.0, abs=0.2)
+        assert before_b + 1.0 <= lapsed["stopped_at"] <= after_b + 1.0
         assert lapsed["stopped_at"] < restarted_at
         assert killed_at < restarted_at
         # The booking and the idempotency record survived as well.

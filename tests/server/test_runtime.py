@@ -24,11 +24,6 @@ from ncompass_openai.server.engines.synthetic import SyntheticEngine
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def _runtime(**engine_kwargs: float) -> InferenceRuntime:
     runtime = InferenceRuntime(SyntheticEngine(**engine_kwargs), max_queue_per_key=3)  # type: ignore[arg-type]
     await runtime.load()
@@ -258,6 +253,29 @@ async def test_concurrent_requests_share_the_batch(runtime: InferenceRuntime) ->
     assert all(e.completion_tokens == 1 for e in firsts)
     rests = await asyncio.gather(*(_collect(s) for s in streams))
     assert all(len(r) == 49 for r in rests)
+
+
+async def test_batch_larger_than_the_engine_fills_slots_as_they_free() -> None:
+    runtime = await _runtime(max_batch=2)
+    try:
+        prompts = [f"p{i}" for i in range(5)]
+        events = await _collect(runtime.generate("t", prompts, SamplingParams(max_tokens=3, seed=0), n=2))
+        finished = sorted(e.index for e in events if e.finish_reason is not None)
+        assert finished == list(range(10))
+        assert runtime.inflight("t") == 0
+    finally:
+        await runtime.aclose()
+
+
+async def test_stop_strings_apply_to_every_choice(runtime: InferenceRuntime) -> None:
+    params = SamplingParams(max_tokens=30, seed=5)
+    plain = _texts(await _collect(runtime.generate("t", ["a", "b"], params, n=2)))
+    stopped_events = await _collect(runtime.generate("t", ["a", "b"], params, n=2, stop=[","]))
+    stopped = _texts(stopped_events)
+    for index, text in plain.items():
+        assert stopped[index] == text.split(",")[0]
+    reasons = {e.index: e.finish_reason for e in stopped_events if e.finish_reason}
+    assert all(reasons[i] == ("stop" if "," in plain[i] else "length") for i in plain)
 
 
 def test_render_chat_uses_the_model_template() -> None:

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
@@ -68,8 +68,11 @@ def options_of(ctx: typer.Context) -> ClientOptions:
 
 def make_client(options: ClientOptions) -> NCompass:
     """An ``NCompass`` client; missing values come from ``NCOMPASS_API_KEY`` / ``NCOMPASS_BASE_URL``."""
+    import os
+
     from .._client import NCompass
 
+    register_secret(options.api_key or os.environ.get("NCOMPASS_API_KEY"))
     return NCompass(api_key=options.api_key, base_url=options.base_url)
 
 
@@ -81,7 +84,7 @@ _secrets: set[str] = set()
 
 def register_secret(value: str | None) -> None:
     """Remember a value (an API key) that must be scrubbed from every error line."""
-    if value:
+    if value and len(value) >= 8:  # a very short "key" would garble every message it matched
         _secrets.add(value)
 
 
@@ -91,11 +94,20 @@ def _scrub(text: str) -> str:
     return text
 
 
-def error_line(exc: BaseException) -> str:
-    """One line that says what went wrong, from an openai / nCompass / validation error."""
+def error_line(exc: BaseException, *, key_hint: str = "--api-key") -> str:
+    """One line that says what went wrong, from an openai / nCompass / validation error.
+
+    Args:
+        exc: The error.
+        key_hint: How this command takes a key, for the missing-key message.
+    """
     openai = sys.modules.get("openai")
     message = str(exc)
-    if openai is not None and isinstance(exc, openai.APIStatusError):
+    if type(exc).__name__ == "MissingAPIKeyError":
+        # The client's message speaks to Python code (`api_key=...`); this one to a shell user.
+        env_var = getattr(exc, "env_var", "NCOMPASS_API_KEY")
+        message = f"No nCompass API key: set the {env_var} environment variable (or use {key_hint})."
+    elif openai is not None and isinstance(exc, openai.APIStatusError):
         body = exc.body
         detail = body.get("message") if isinstance(body, dict) else None
         message = f"{exc.status_code}: {detail or exc.message}"
@@ -112,7 +124,9 @@ def error_line(exc: BaseException) -> str:
         # pydantic's multi-line report, folded to "field: problem; field: problem".
         parts = [f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()]
         message = "; ".join(parts)
-    return _scrub(" ".join(message.split())) or type(exc).__name__
+    line = _scrub(" ".join(message.split())) or type(exc).__name__
+    # An error page from a proxy can be kilobytes of HTML: one line means a readable line.
+    return line if len(line) <= 400 else line[:399] + "…"
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -277,10 +291,6 @@ def parse_time(text: str, *, now: float | None = None) -> float:
         f"cannot read the time {text!r}: give unix seconds, ISO 8601 (2026-01-31T09:00, local time "
         "unless it has an offset) or a time from now such as +30m, +2h, +1d."
     )
-
-
-def utc_iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="seconds")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -80,8 +80,11 @@ def complete(
     with make_client(options_of(ctx)) as client:
         if json_output:
             print_json(client.completions.create(prompt=text, **params))
-        else:
-            _stream(client.complete_prompt(text, stream=True, **params))
+        elif not _stream(client.complete_prompt(text, stream=True, **params)).strip():
+            sys.stderr.write(
+                "(The model ended the text at once. A completion continues the prompt: end it where an "
+                "answer would start, e.g. with a newline, or ask with `ncompass chat`.)\n"
+            )
 
 
 def _chat_once(client: NCompass, messages: list[dict[str, str]], params: dict[str, Any]) -> str:

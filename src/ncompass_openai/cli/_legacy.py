@@ -9,6 +9,7 @@ comes from ``NCOMPASS_BASE_URL``. On error: one line on stderr and exit code 1. 
 from __future__ import annotations
 
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -49,7 +50,11 @@ _KEY_NOTE = (
 def _help_text() -> str:
     width = max(len(usage) for usage in _COMMANDS)
     lines = [f"  {usage:<{width}}  : {what}" for usage, what in _COMMANDS.items()]
-    return "nCompass command line (0.0.x commands):\n" + "\n".join(lines) + "\n\n" + _KEY_NOTE + "\n"
+    return "nCompass command line (0.0.x commands):\n" + "\n".join(lines) + "\n\n" + _note() + "\n"
+
+
+def _note() -> str:
+    return textwrap.fill(_KEY_NOTE, width=100)
 
 
 def nccli_help() -> None:
@@ -61,7 +66,7 @@ def _run(name: str, action: Callable[[NCompass], str], argv: Sequence[str] | Non
     """Parse ``[API_KEY]``, run ``action`` with a client, print its line; errors: one line, exit 1."""
     args = list(sys.argv[1:] if argv is None else argv)
     if any(arg in ("-h", "--help") for arg in args):
-        sys.stdout.write(f"usage: {name} [API_KEY]\n  {_COMMANDS[f'{name} [API_KEY]']}\n\n{_KEY_NOTE}\n")
+        sys.stdout.write(f"usage: {name} [API_KEY]\n  {_COMMANDS[f'{name} [API_KEY]']}\n\n{_note()}\n")
         return
     if len(args) > 1:
         sys.stderr.write(f"Error: {name} takes at most one argument, the API key (see `nccli-help`).\n")
@@ -79,7 +84,7 @@ def _run(name: str, action: Callable[[NCompass], str], argv: Sequence[str] | Non
     except Exception as exc:
         openai = sys.modules.get("openai")
         if isinstance(exc, ValueError) or (openai is not None and isinstance(exc, openai.OpenAIError)):
-            sys.stderr.write(f"Error: {error_line(exc)}\n")
+            sys.stderr.write(f"Error: {error_line(exc, key_hint=f'`{name} API_KEY`')}\n")
             raise SystemExit(1) from None
         raise
     sys.stdout.write(line + "\n")

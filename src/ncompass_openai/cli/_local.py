@@ -106,18 +106,20 @@ def serve(
         raise fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
 
 
-_PROMPT = "Give me 5 tools I can use to accelerate inference of my ML model?"
+# The 0.0.x hello world's prompt. The newline matters for a completion (not a chat): after a bare "?" a
+# small instruct model often ends the text at once, after "?\n" it goes on to answer.
+_PROMPT = "Give me 5 tools I can use to accelerate inference of my ML model?\n"
 _CHAT = [
     {"role": "assistant", "content": "Hello, how can I speed up your ML inference today?"},
     {"role": "user", "content": "What tweaks can I make to my model to make it faster?"},
 ]
-_BATCH = ["What is a GPU?", "What is quantization?"]
+_BATCH = ["What is a GPU?\n", "What is quantization?\n"]
 
 
 @handle_errors
 def demo(
     engine: Engine = None,
-    max_tokens: Annotated[int, typer.Option(help="Most tokens per answer.", min=1)] = 120,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens per answer.", min=1)] = 80,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the model to load.", min=1)] = 600.0,
 ) -> None:
     """Start the local server with the real model in this process and run the 0.0.x hello world."""
@@ -128,7 +130,10 @@ def demo(
 
     params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": 0.5, "top_p": 0.9}
     console.rule("ncompass demo: the 0.0.x hello world against a local nCompass server")
-    with LocalServer(engine=engine or "llama", db=":memory:", log_level="warning") as server:
+    # wait_for_model=False: the model loads while the session starts, and the spinner shows the wait.
+    with LocalServer(
+        engine=engine or "llama", db=":memory:", log_level="warning", wait_for_model=False
+    ) as server:
         console.print(f"Local server listening at {server.base_url} (engine: {engine or 'llama'}).")
         with NCompass(api_key=server.api_keys[0], base_url=server.base_url) as client:
             session = client.sessions.start()
@@ -136,7 +141,7 @@ def demo(
             try:
                 console.print("2. Waiting for the model.")
                 wait_for_model(client, timeout=timeout)
-                console.print(f"3. A streamed completion. Prompt: {_PROMPT}", style="bold")
+                console.print(f"3. A streamed completion. Prompt: {_PROMPT.strip()}", style="bold")
                 client.print_prompt(client.complete_prompt(_PROMPT, stream=True, **params))
                 console.print(f"4. A streamed chat. Last user message: {_CHAT[-1]['content']}", style="bold")
                 client.print_prompt(
@@ -147,7 +152,7 @@ def demo(
                 )
                 answers = client.complete_prompt(_BATCH, stream=False, **params)
                 for prompt, answer in zip(_BATCH, answers, strict=True):
-                    sys.stdout.write(f"[{prompt}] {str(answer).strip()}\n")
+                    sys.stdout.write(f"[{prompt.strip()}] {str(answer).strip()}\n")
                 sys.stdout.flush()
             finally:
                 # Stop even on Ctrl-C or an error: an open session keeps billing.

@@ -98,9 +98,14 @@ def start(
     if json_output:
         print_json(session)
     else:
+        idle = (
+            f", or after {format_duration(session.idle_timeout)} without a request"
+            if session.idle_timeout is not None
+            else ""
+        )
         print(
             f"Session {session.id} started at {format_time(session.started_at)}: billing runs until "
-            "`ncompass session stop` (or the session's idle timeout)."
+            f"`ncompass session stop`{idle}."
         )
 
 

@@ -205,6 +205,8 @@ class DeploymentResource(SyncAPIResource):
         _check_wait_args(timeout, poll_interval)
         deployment = self.status()
         if _is_running(deployment):
+            if on_progress is not None:
+                on_progress(deployment)
             return deployment
         if deployment.state in _NEEDS_START:
             self.start()
@@ -328,6 +330,10 @@ class AsyncDeploymentResource(AsyncAPIResource):
         _check_wait_args(timeout, poll_interval)
         deployment = await self.status()
         if _is_running(deployment):
+            if on_progress is not None:
+                result = on_progress(deployment)
+                if isinstance(result, Awaitable):
+                    await result
             return deployment
         if deployment.state in _NEEDS_START:
             await self.start()

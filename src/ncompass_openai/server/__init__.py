@@ -10,6 +10,8 @@ from .._exceptions import MissingDependencyError
 
 try:
     import fastapi  # noqa: F401
+    import jinja2  # noqa: F401
+    import platformdirs  # noqa: F401
     import uvicorn  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise MissingDependencyError(

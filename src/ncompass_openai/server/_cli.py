@@ -40,7 +40,7 @@ def serve(settings: ServerSettings | None = None, *, echo: Callable[[str], Any] 
     display_host = f"[{host}]" if ":" in host else host
     base_url = f"http://{display_host}:{port}/v1"
     state = app.state.server
-    model = settings.model or ("SmolLM2-135M-Instruct" if settings.engine == "llama" else "synthetic")
+    model = state.runtime.model_id
     say(f"nCompass local server listening on {base_url} (engine: {settings.engine}, model: {model})")
     say(f"Ledger: {settings.db_path()}")
     generated = state.extra.pop("generated_api_key", None)

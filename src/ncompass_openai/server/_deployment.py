@@ -33,6 +33,9 @@ class Loadable(Protocol):
     @property
     def model_id(self) -> str: ...
 
+    @property
+    def loaded(self) -> bool: ...
+
     async def load(self) -> None: ...
 
     async def unload(self) -> None: ...
@@ -78,7 +81,6 @@ class DeploymentManager:
         self.sweep_interval = sweep_interval
         self._tenants: dict[str, _TenantDeployment] = {}
         self._physical = asyncio.Lock()  # serialises load and unload of the weights
-        self._loaded = False
         self.load_seconds: float | None = None
 
     # -- boot and shutdown ------------------------------------------------------------------------
@@ -102,10 +104,9 @@ class DeploymentManager:
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
-        if self._loaded:
+        if self.runtime.loaded:
             with contextlib.suppress(Exception):
                 await self.runtime.unload()
-            self._loaded = False
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -119,7 +120,7 @@ class DeploymentManager:
         return self._dep(tenant_id).state
 
     def load_estimate(self) -> float:
-        if self._loaded:
+        if self.runtime.loaded:
             return 0.0
         return self.load_seconds if self.load_seconds is not None else _DEFAULT_LOAD_ESTIMATE
 
@@ -149,7 +150,7 @@ class DeploymentManager:
         if dep.state == "starting":
             eta = (dep.estimated_ready_at or time.time()) - time.time()
             raise model_not_running("starting", retry_after=max(1.0, eta))
-        raise model_not_running(dep.state)
+        raise model_not_running(dep.state, error=dep.error)
 
     def note_request(self, tenant_id: str) -> None:
         """An inference request arrived: it resets the idle clock (kept in the ledger)."""
@@ -199,11 +200,18 @@ class DeploymentManager:
             if self.cold_start:
                 await asyncio.sleep(self.cold_start)
             async with self._physical:
-                if not self._loaded:
+                if not self.runtime.loaded:
                     began = time.monotonic()
-                    await self.runtime.load()
+                    load = asyncio.ensure_future(self.runtime.load())
+                    try:
+                        await asyncio.shield(load)
+                    except asyncio.CancelledError:
+                        # A stop arrived mid-load: the engine cannot be interrupted, so let it finish
+                        # under the lock; the stop then sees the weights loaded and frees them.
+                        with contextlib.suppress(Exception):
+                            await load
+                        raise
                     self.load_seconds = time.monotonic() - began
-                    self._loaded = True
             self._set(dep, "running")
             dep.estimated_ready_at = None
             logger.info("Deployment of tenant %s is running", tenant_id)
@@ -243,9 +251,10 @@ class DeploymentManager:
 
     async def _release_if_unused(self) -> None:
         async with self._physical:
-            if self._loaded and not any(d.state in ("starting", "running") for d in self._tenants.values()):
+            if self.runtime.loaded and not any(
+                d.state in ("starting", "running") for d in self._tenants.values()
+            ):
                 await self.runtime.unload()
-                self._loaded = False
 
     # -- the sweeper's pass -------------------------------------------------------------------------
 

@@ -88,7 +88,7 @@ def not_found(message: str, *, param: str | None = None, code: str | None = None
     return APIError(404, message, param=param, code=code)
 
 
-def model_not_running(state: str, *, retry_after: float | None = None) -> APIError:
+def model_not_running(state: str, *, retry_after: float | None = None, error: str | None = None) -> APIError:
     """The 503 of PROTOCOL's table: ``model_starting`` is worth retrying, ``model_stopped`` is not."""
     if state == "starting":
         seconds = max(1, min(120, math.ceil(retry_after or 1)))
@@ -100,9 +100,10 @@ def model_not_running(state: str, *, retry_after: float | None = None) -> APIErr
             code="model_starting",
             headers={"Retry-After": str(seconds), "x-should-retry": "true"},
         )
+    why = f" Its last start failed: {error}." if state == "failed" and error else ""
     return APIError(
         503,
-        f"The model is not running (state: {state}). Start it with `POST /v1/deployment/start` "
+        f"The model is not running (state: {state}).{why} Start it with `POST /v1/deployment/start` "
         "(`client.deployment.start()`, `ncompass model start`) and wait until it is running.",
         type="model_not_running",
         code="model_stopped",

