@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -206,3 +207,22 @@ def test_stop_while_starting(
         assert not srv.state.runtime.loaded
         c.post("/v1/deployment/start")
         assert _wait_state(c, "running")["state"] == "running"
+
+
+def test_desired_state_survives_a_restart(
+    make_server: Callable[..., LocalServer], client: Callable[..., httpx.Client], tmp_path: Path
+) -> None:
+    db = f"{tmp_path}/ledger.sqlite3"
+    first = make_server(db=db, autostart=False)
+    with client(first) as c:
+        c.post("/v1/deployment/start")
+        assert _wait_state(c, "running")["state"] == "running"
+        assert c.post("/v1/completions", json=COMPLETION).status_code == 200
+        last_request_at = c.get("/v1/deployment").json()["last_request_at"]
+    first.stop()
+    second = make_server(db=db, autostart=False)
+    with client(second) as c, client(second, key=second.settings.api_keys[1]) as other:
+        restored = _wait_state(c, "running")
+        assert restored["state"] == "running"  # it was running when the server went away
+        assert restored["last_request_at"] == last_request_at
+        assert other.get("/v1/deployment").json()["state"] == "stopped"  # never started

@@ -367,3 +367,26 @@ def test_error_after_stream_began_is_one_sse_event(
     with pytest.raises(openai.APIError):
         for _ in oai.completions.create(model=MODEL, prompt="boom", max_tokens=20, stream=True):
             pass
+
+
+def test_model_stopped_mid_request_is_503_not_500(
+    make_server: Callable[..., LocalServer], client: Callable[..., httpx.Client], own_keys: tuple[str, str]
+) -> None:
+    srv = make_server(api_keys=[own_keys[0]], engine_instance=SyntheticEngine(delay=0.02))
+    with client(srv) as c, client(srv) as stopper:
+        result: dict[str, httpx.Response] = {}
+
+        def ask() -> None:
+            result["r"] = c.post("/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 500})
+
+        worker = threading.Thread(target=ask)
+        worker.start()
+        deadline = time.monotonic() + 5
+        while not srv.state.runtime.inflight(srv.state.tenants.tenants[0].id) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        assert stopper.post("/v1/deployment/stop").status_code == 202
+        worker.join(timeout=10)
+    error = _error(result["r"], 503, "model_not_running", "model_stopped")
+    assert result["r"].headers["x-should-retry"] == "false"
+    assert "stopp" in error["message"]

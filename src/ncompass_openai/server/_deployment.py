@@ -27,6 +27,7 @@ logger = logging.getLogger("ncompass_openai.server")
 
 # What a first load is guessed to take before one has been measured.
 _DEFAULT_LOAD_ESTIMATE = 5.0
+_FAILED_RETRY_SECONDS = 30.0
 
 
 class Loadable(Protocol):
@@ -265,13 +266,16 @@ class DeploymentManager:
         protected: set[str] = set()
         for booking in self._bookings.live_windows(now):
             if booking["start_at"] - lead <= now:
-                protected.add(booking["tenant_id"])
-                if booking["tenant_id"] in self._tenants and self.state(booking["tenant_id"]) in (
-                    "stopped",
-                    "failed",
-                ):
-                    logger.info("Starting tenant %s for a booking", booking["tenant_id"])
-                    self.start(booking["tenant_id"])
+                tenant_id = booking["tenant_id"]
+                protected.add(tenant_id)
+                dep = self._tenants.get(tenant_id)
+                if dep is None:
+                    continue
+                # A failed start is retried, but not at every pass: a broken model would spin.
+                retry_failed = dep.state == "failed" and now - dep.state_since >= _FAILED_RETRY_SECONDS
+                if dep.state == "stopped" or retry_failed:
+                    logger.info("Starting tenant %s for a booking", tenant_id)
+                    self.start(tenant_id)
         for tenant_id, dep in self._tenants.items():
             if dep.state != "running" or tenant_id in protected:
                 continue

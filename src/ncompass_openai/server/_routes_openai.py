@@ -125,6 +125,7 @@ async def _collect(
 ) -> tuple[list[str], list[str | None], int] | None:
     """Gather a whole answer; ``None`` when the client hung up (its generation stopped at once)."""
     result: tuple[list[str], list[str | None], int] | None = None
+    failure: Exception | None = None
     async with anyio.create_task_group() as group:
 
         async def watch_disconnect() -> None:
@@ -135,8 +136,12 @@ async def _collect(
         group.start_soon(watch_disconnect)
         try:
             result = await _gather(state, tenant, stream, total)
+        except Exception as exc:
+            failure = exc  # raised below, outside the group, so it is not wrapped in an ExceptionGroup
         finally:
             group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     return result
 
 
