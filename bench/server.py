@@ -9,7 +9,7 @@ noise hits all of them alike; the report gives medians and their ratios. Reads n
 2. a batch of 8 prompts in one request vs the same 8 prompts as 8 sequential requests (goal: <= 0.6x);
 3. 8 concurrent streams: do all progress together, and the worst time to first token vs one stream alone.
 
-    .venv/bin/python bench/server.py [--rounds 3] [--threads N]
+    .venv/bin/python bench/server.py [--rounds 5] [--threads N]
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def interleave(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="engine threads (default: the engine's)")
     parser.add_argument("--stream-tokens", type=int, default=96)
     parser.add_argument("--batch-tokens", type=int, default=32)

@@ -64,7 +64,7 @@ def base_url(server: object) -> str:
 @pytest.fixture(scope="session")
 def model_server() -> Iterator[object]:
     """A `LocalServer` running the real SmolLM2 model (llama engine); key: `api_key`'s value."""
-    yield from _local_server(engine="llama", api_keys=[_TENANT_A], db=":memory:", threads=2)
+    yield from _local_server(engine="llama", api_keys=[_TENANT_A], db=":memory:")
 
 
 @pytest.fixture

@@ -121,3 +121,35 @@ def test_multibyte_characters_are_never_split(engine: LlamaEngine) -> None:
     text = "".join(t.text for t in tokens)
     assert "\ufffd" not in text
     assert len(tokens) == 12 or tokens[-1].finish_reason == "stop"
+
+
+@pytest.mark.model
+def test_late_sequence_joins_a_running_batch(engine: LlamaEngine) -> None:
+    # The second sequence arrives while the first decodes: its prompt is fed in the same llama_batch as
+    # the first one's next token.
+    params = SamplingParams(max_tokens=6, temperature=0)
+    calls = 0
+
+    def take(free: int) -> list[SequenceRequest]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return [SequenceRequest(0, PROMPT, params)]
+        if calls == 3:
+            return [SequenceRequest(1, PROMPT, params)]
+        return []
+
+    by_id = _by_id(list(engine.generate(take, GenerationControl())))
+    assert sorted(by_id) == [0, 1]
+    assert all(seq[-1].finish_reason in ("stop", "length") for seq in by_id.values())
+    assert len(by_id[1]) == 6 or by_id[1][-1].finish_reason == "stop"
+
+
+@pytest.mark.model
+def test_prompt_longer_than_one_decode_step_is_fed_in_chunks(engine: LlamaEngine) -> None:
+    prompt = "one two three four " * 200  # about 800 tokens, more than n_batch (512)
+    assert engine.count_tokens(prompt) > engine.n_batch
+    tokens = _run(engine, [prompt, PROMPT], SamplingParams(max_tokens=2, temperature=0))
+    by_id = _by_id(tokens)
+    assert sorted(by_id) == [0, 1]
+    assert all(seq[-1].finish_reason is not None for seq in by_id.values())

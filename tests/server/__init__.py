@@ -1,0 +1,1 @@
+"""Tests of the local server (a package, so that its test modules may share names with tests/ ones)."""
