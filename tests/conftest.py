@@ -5,6 +5,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from _helpers import open_connections
+
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
@@ -15,7 +17,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-# -- the local server (owner: server) ----------------------------------------------------------------
+# -- the local server -------------------------------------------------------------------------------------
 
 _TENANT_A = "nc-test-tenant-a-0123456789"
 _TENANT_B = "nc-test-tenant-b-9876543210"
@@ -72,34 +74,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-# -- open connections (owner: legacy) -----------------------------------------------------------------
-
-
-def _client_connections(port: int) -> int:
-    inodes = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                rows = f.readlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-            if remote_port == port and fields[3] == "01" and fields[9] in inodes:  # 01: ESTABLISHED
-                count += 1
-    return count
+# -- open connections -----------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def client_connections() -> Callable[[int], int]:
-    """`count(port)`: ESTABLISHED TCP connections from this process to `port`, read from /proc."""
-    return _client_connections
+    """`count(port)`: TCP sockets this process holds to `port`, read from /proc."""
+    return open_connections

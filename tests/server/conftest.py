@@ -1,6 +1,13 @@
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,3 +57,75 @@ def client() -> Callable[..., httpx.Client]:
 def own_keys() -> tuple[str, str]:
     """The two tenant keys of `make_server` servers."""
     return KEY, OTHER_KEY
+
+
+class ServerProcess:
+    """``python -m ncompass_openai.server`` in a subprocess (synthetic engine, port 0), output to a file."""
+
+    def __init__(self, log: Path, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NCOMPASS_", "OPENAI_"))}
+        self.log = log
+        with log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-u",
+                    "-m",
+                    "ncompass_openai.server",
+                    "--engine",
+                    "synthetic",
+                    "--port",
+                    "0",
+                    *args,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        deadline = time.monotonic() + 60
+        while not (found := re.findall(r"listening on (http://\S+/v1)", self.output())):
+            assert self.proc.poll() is None, "server exited:\n" + self.output()
+            assert time.monotonic() < deadline, "server did not print its address:\n" + self.output()
+            time.sleep(0.05)
+        self.base_url: str = found[0]
+        self.url = self.base_url.removesuffix("/v1")
+        while True:
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not answer /health:\n" + self.output()
+            time.sleep(0.05)
+
+    def output(self) -> str:
+        """Everything the server printed so far."""
+        return self.log.read_text()
+
+    def client(self, key: str) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+
+    def stop(self, sig: signal.Signals = signal.SIGINT) -> None:
+        """Send ``sig`` and wait; a server that does not exit within 15 s is killed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+
+@pytest.fixture
+def spawn_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """``spawn_server(*cli_args)``: a server subprocess, SIGKILLed at the end of the test if still up."""
+    started: list[ServerProcess] = []
+
+    def spawn(*args: str) -> ServerProcess:
+        started.append(ServerProcess(tmp_path / f"server-{len(started)}.log", *args))
+        return started[-1]
+
+    yield spawn
+    for proc in started:
+        proc.stop(signal.SIGKILL)
