@@ -52,7 +52,7 @@ async def close(client: NCompass | AsyncNCompass) -> None:
 
 
 def open_connections(port: int) -> int:
-    """Sockets of this process connected to ``port`` (client side), read from /proc without psutil."""
+    """ESTABLISHED connections of this process to ``port`` (client side), read from /proc (no psutil)."""
     inodes: set[str] = set()
     for fd in os.listdir("/proc/self/fd"):
         try:
@@ -71,7 +71,8 @@ def open_connections(port: int) -> int:
         for line in lines:
             parts = line.split()
             remote_port = int(parts[2].rsplit(":", 1)[1], 16)
-            if parts[9] in inodes and remote_port == port:
+            # 01: ESTABLISHED. A pooled connection that the server has closed (CLOSE_WAIT) carries nothing.
+            if parts[9] in inodes and remote_port == port and parts[3] == "01":
                 count += 1
     return count
 

@@ -79,5 +79,5 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def client_connections() -> Callable[[int], int]:
-    """`count(port)`: TCP sockets this process holds to `port`, read from /proc."""
+    """`count(port)`: ESTABLISHED TCP connections from this process to `port`, read from /proc."""
     return open_connections

@@ -83,7 +83,7 @@ class DeploymentTimeoutError(NCompassError, TimeoutError):
         seen = f" (last state: {state})" if state else ""
         super().__init__(
             f"The model was not running after {timeout:g} s{seen}. Cold starts take minutes: wait "
-            "longer with `wait_until_running(timeout=...)`. If it is stopped, start it with "
+            "longer (a larger `timeout=`). If it is stopped, start it with "
             "`client.deployment.start()` or `ncompass model start` (0.0.x: `nccli-start-model`), "
             "and check it with `ncompass model status` (0.0.x: `nccli-model-status`)."
         )

@@ -76,8 +76,15 @@ def serve(
             help="Requests one key may have in flight before 429 (default 8).", min=1, show_default=False
         ),
     ] = None,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(
+            help="Largest request body; a larger one answers 413 (default 4 MiB).", min=1, show_default=False
+        ),
+    ] = None,
     log_level: Annotated[
-        str | None, typer.Option(help="uvicorn's log level (default info).", show_default=False)
+        Literal["critical", "error", "warning", "info", "debug"] | None,
+        typer.Option(help="uvicorn's log level (default info).", show_default=False),
     ] = None,
 ) -> None:
     """Run the local nCompass server (every flag also reads NCOMPASS_SERVER_<FLAG>)."""
@@ -93,6 +100,7 @@ def serve(
         "threads": threads,
         "autostart": None if autostart else False,
         "max_queue_per_key": max_queue_per_key,
+        "max_body_bytes": max_body_bytes,
         "log_level": log_level,
     }
     from ..server import ServerSettings

@@ -19,8 +19,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from ._app import create_app
-from ._cli import serve
 from ._local import LocalServer
+from ._serve import serve
 from ._settings import ServerSettings
 
 __all__ = ["LocalServer", "ServerSettings", "create_app", "serve"]

@@ -1,10 +1,10 @@
-"""``python -m ncompass_openai.server``: run the local nCompass server."""
+"""``python -m ncompass_openai.server``: the same command as ``ncompass serve``, with the same flags."""
 
 from __future__ import annotations
 
-import sys
+import typer
 
-from ._cli import main
+from ..cli._local import serve
 
 if __name__ == "__main__":
-    sys.exit(main())
+    typer.run(serve)
