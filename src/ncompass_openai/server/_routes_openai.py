@@ -114,6 +114,44 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
+class _Envelope:
+    """What the answer and every chunk of one request share: ``id``, ``object``, ``created``, ``model``."""
+
+    def __init__(self, id_prefix: str, obj: str, chunk_obj: str, model: str) -> None:
+        self.fields: dict[str, Any] = {
+            "id": id_prefix + secrets.token_hex(12),
+            "object": obj,
+            "created": int(time.time()),
+            "model": model,
+        }
+        self.chunk_fields = {**self.fields, "object": chunk_obj}
+
+    def response(self, choices: list[dict[str, Any]], prompt_tokens: int, completion_tokens: int) -> Response:
+        return JSONResponse(
+            {**self.fields, "choices": choices, "usage": _usage(prompt_tokens, completion_tokens)}
+        )
+
+    def chunk_choice(self, include_usage: bool) -> Callable[[int, str, str | None], str]:
+        """``choice(index, body, finish_reason)``: one SSE chunk of one choice (``body``: its own fields)."""
+        # Built once: only the index, the body and the finish reason change between chunks.
+        f = self.chunk_fields
+        prefix = (
+            f'data: {{"id":"{f["id"]}","object":"{f["object"]}","created":{f["created"]},'
+            f'"model":{json.dumps(f["model"])},"choices":[{{"index":'
+        )
+        suffix = ',"usage":null}\n\n' if include_usage else "}\n\n"
+
+        def choice(index: int, body: str, finish_reason: str | None) -> str:
+            reason = "null" if finish_reason is None else f'"{finish_reason}"'
+            return f'{prefix}{index},{body},"logprobs":null,"finish_reason":{reason}}}]{suffix}'
+
+        return choice
+
+    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> str:
+        chunk = {**self.chunk_fields, "choices": [], "usage": _usage(prompt_tokens, completion_tokens)}
+        return f"data: {json.dumps(chunk)}\n\n"
+
+
 async def _close(stream: GenerationStream) -> None:
     # Shielded: this runs while a cancelled stream unwinds, and must still free the queue place.
     with anyio.CancelScope(shield=True):
@@ -235,9 +273,7 @@ async def create_completion(request: Request, tenant: AuthTenant) -> Response:
     total = len(prompts) * req.n
     params = _params(req, req.max_tokens or 16)
     stream = _generate(state, tenant, prompts, params, req.n, req.stop_list(), "prompt")
-    completion_id = "cmpl-" + secrets.token_hex(12)
-    created = int(time.time())
-    model = state.runtime.model_id
+    env = _Envelope("cmpl-", "text_completion", "text_completion", state.runtime.model_id)
 
     if not req.stream:
         collected = await _collect(request, state, tenant, stream, total)
@@ -248,44 +284,18 @@ async def create_completion(request: Request, tenant: AuthTenant) -> Response:
         for i in range(total):
             text = prompts[i // req.n] + texts[i] if req.echo else texts[i]
             choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": finish[i]})
-        return JSONResponse(
-            {
-                "id": completion_id,
-                "object": "text_completion",
-                "created": created,
-                "model": model,
-                "choices": choices,
-                "usage": _usage(stream.prompt_tokens, completion_total),
-            }
-        )
+        return env.response(choices, stream.prompt_tokens, completion_total)
 
     include_usage = req.include_usage()
-    # Built once: only the index, the text and the finish reason change between chunks.
-    prefix = (
-        f'data: {{"id":"{completion_id}","object":"text_completion","created":{created},'
-        f'"model":{json.dumps(model)},"choices":[{{"index":'
-    )
-    suffix = ',"usage":null}\n\n' if include_usage else "}\n\n"
+    choice = env.chunk_choice(include_usage)
 
     def encode(index: int, text: str, finish_reason: str | None) -> str:
-        reason = "null" if finish_reason is None else f'"{finish_reason}"'
-        return (
-            f'{prefix}{index},"text":{json.dumps(text)},"logprobs":null,"finish_reason":{reason}}}]{suffix}'
-        )
-
-    def usage_chunk(prompt_tokens: int, completion_tokens: int) -> str:
-        chunk = {
-            "id": completion_id,
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "choices": [],
-            "usage": _usage(prompt_tokens, completion_tokens),
-        }
-        return f"data: {json.dumps(chunk)}\n\n"
+        return choice(index, f'"text":{json.dumps(text)}', finish_reason)
 
     head = [encode(i, prompts[i // req.n], None) for i in range(total)] if req.echo else []
-    return _sse_response(_sse(state, tenant, stream, head, encode, usage_chunk if include_usage else None))
+    return _sse_response(
+        _sse(state, tenant, stream, head, encode, env.usage_chunk if include_usage else None)
+    )
 
 
 # -- /v1/chat/completions -------------------------------------------------------------------------
@@ -326,9 +336,7 @@ async def create_chat_completion(request: Request, tenant: AuthTenant) -> Respon
             raise model_not_running(state.deployments.state(tenant.id)) from None
         limit = max(1, min(_DEFAULT_CHAT_MAX_TOKENS, state.runtime.context_length - used))
     stream = _generate(state, tenant, [prompt], _params(req, limit), req.n, req.stop_list(), "messages")
-    completion_id = "chatcmpl-" + secrets.token_hex(12)
-    created = int(time.time())
-    model = state.runtime.model_id
+    env = _Envelope("chatcmpl-", "chat.completion", "chat.completion.chunk", state.runtime.model_id)
     total = req.n
 
     if not req.stream:
@@ -345,27 +353,13 @@ async def create_chat_completion(request: Request, tenant: AuthTenant) -> Respon
             }
             for i in range(total)
         ]
-        return JSONResponse(
-            {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "choices": choices,
-                "usage": _usage(stream.prompt_tokens, completion_total),
-            }
-        )
+        return env.response(choices, stream.prompt_tokens, completion_total)
 
     include_usage = req.include_usage()
-    prefix = (
-        f'data: {{"id":"{completion_id}","object":"chat.completion.chunk","created":{created},'
-        f'"model":{json.dumps(model)},"choices":[{{"index":'
-    )
-    suffix = ',"usage":null}\n\n' if include_usage else "}\n\n"
+    choice = env.chunk_choice(include_usage)
 
     def delta(index: int, body: str, finish_reason: str | None) -> str:
-        reason = "null" if finish_reason is None else f'"{finish_reason}"'
-        return f'{prefix}{index},"delta":{body},"logprobs":null,"finish_reason":{reason}}}]{suffix}'
+        return choice(index, f'"delta":{body}', finish_reason)
 
     def encode(index: int, text: str, finish_reason: str | None) -> str:
         if finish_reason is None:
@@ -373,16 +367,7 @@ async def create_chat_completion(request: Request, tenant: AuthTenant) -> Respon
         end = delta(index, "{}", finish_reason)
         return delta(index, f'{{"content":{json.dumps(text)}}}', None) + end if text else end
 
-    def usage_chunk(prompt_tokens: int, completion_tokens: int) -> str:
-        chunk = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [],
-            "usage": _usage(prompt_tokens, completion_tokens),
-        }
-        return f"data: {json.dumps(chunk)}\n\n"
-
     head = [delta(i, '{"role":"assistant","content":""}', None) for i in range(total)]
-    return _sse_response(_sse(state, tenant, stream, head, encode, usage_chunk if include_usage else None))
+    return _sse_response(
+        _sse(state, tenant, stream, head, encode, env.usage_chunk if include_usage else None)
+    )
