@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     )
     from ._oloc import nCompass, nCompassOLOC
     from ._settings import DEFAULT_BASE_URL, NCompassSettings
+    from ._status import ModelNotRunningAPIError
     from ._streaming import AsyncTextStream, TextStream
     from .types import Booking, Deployment, Session, SessionUsage
 
@@ -37,6 +38,7 @@ _LAZY: dict[str, str] = {
     "DeploymentTimeoutError": "._exceptions",
     "MissingAPIKeyError": "._exceptions",
     "MissingDependencyError": "._exceptions",
+    "ModelNotRunningAPIError": "._status",
     "ModelNotRunningError": "._exceptions",
     "NCompassError": "._exceptions",
     "NCompassSettings": "._settings",
@@ -77,6 +79,7 @@ __all__ = [
     "DeploymentTimeoutError",
     "MissingAPIKeyError",
     "MissingDependencyError",
+    "ModelNotRunningAPIError",
     "ModelNotRunningError",
     "NCompass",
     "NCompassError",

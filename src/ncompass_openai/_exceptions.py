@@ -9,6 +9,7 @@ keep openai's own status errors (``openai.AuthenticationError``, ``openai.RateLi
         ├── MissingAPIKeyError          (also a ValueError)
         ├── MissingDependencyError      (also an ImportError)
         ├── ModelNotRunningError
+        │   └── ModelNotRunningAPIError  (also openai.InternalServerError: a 503 answer)
         ├── DeploymentTimeoutError      (also a TimeoutError)
         ├── DeploymentFailedError
         ├── SessionError
