@@ -207,3 +207,24 @@ def test_a_client_that_hangs_up_frees_its_queue_place(make_server: Any, client: 
             time.sleep(0.05)
         assert answer.status_code == 200
         assert srv.state.runtime.inflight(srv.state.tenants.tenants[0].id) == 0
+
+
+def test_a_fast_stream_abandoned_by_its_client_stops_at_once(
+    make_server: Any, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No delay: tokens are buffered faster than they are sent, the case where a writer that never
+    # suspends would keep the event loop from noticing the hang-up until the whole answer was written.
+    srv = make_server(max_queue_per_key=1)
+    huge = {"model": "synthetic", "prompt": "long", "max_tokens": 500_000, "stream": True}
+    with client(srv) as c:
+        with c.stream("POST", "/v1/completions", json=huge) as response:
+            assert response.status_code == 200
+            next(response.iter_lines())
+        hung_up = time.monotonic()
+        while (
+            answer := c.post("/v1/completions", json={"model": "synthetic", "prompt": "next"})
+        ).status_code == 429:
+            assert time.monotonic() - hung_up < 1.0, "the abandoned stream still holds the queue place"
+            time.sleep(0.01)
+        assert answer.status_code == 200
+    assert "socket.send() raised exception" not in caplog.text

@@ -218,6 +218,9 @@ class _Sink:
             return self.items.popleft() if self.items else None
 
 
+_YIELD_EVERY = 4  # below asyncio's 5 failed writes that log "socket.send() raised exception."
+
+
 class GenerationStream(AsyncIterator[GenerationEvent]):
     """The async iterator :meth:`InferenceRuntime.generate` returns; closing it cancels the request."""
 
@@ -227,6 +230,7 @@ class GenerationStream(AsyncIterator[GenerationEvent]):
         self._sink = sink
         self._closed = False
         self._cancel: Callable[[], None] = lambda: None
+        self._ready_in_a_row = 0
 
     @property
     def prompt_tokens(self) -> int:
@@ -249,7 +253,19 @@ class GenerationStream(AsyncIterator[GenerationEvent]):
                 raise item
             if item is not None:
                 assert isinstance(item, GenerationEvent)
+                self._ready_in_a_row += 1
+                if self._ready_in_a_row >= _YIELD_EVERY:
+                    # Tokens buffered faster than they are sent never suspend this loop, and a writer that
+                    # never suspends starves the event loop: a client's disconnect would go unseen (and
+                    # its generation would run on) until the whole answer had been written to a dead socket.
+                    self._ready_in_a_row = 0
+                    try:
+                        await asyncio.sleep(0)
+                    except BaseException:
+                        self._close_now()
+                        raise
                 return item
+            self._ready_in_a_row = 0
             waiter = self._sink.waiter = self._sink.loop.create_future()
             try:
                 await waiter
