@@ -10,9 +10,10 @@ stream being read included) is done. Whatever is left is closed at interpreter e
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ._client import NCompass
@@ -93,6 +94,35 @@ class nCompassOLOC:
             entry.client.close()
 
     @classmethod
+    @contextlib.contextmanager
+    def _using(cls, api_key: str) -> Iterator[_Entry]:
+        entry = cls._acquire(api_key)
+        try:
+            yield entry
+        finally:
+            cls._release(entry)
+
+    @classmethod
+    def _complete(
+        cls,
+        api_key: str,
+        stream: bool,
+        pprint: bool,
+        call: Callable[[NCompass, Callable[[], None] | None], TextStream | str | list[str]],
+    ) -> TextStream | str | list[str] | None:
+        """Runs ``call(client, on_close)``; a stream keeps the key's client in use until it is closed."""
+        if not stream:
+            with cls._using(api_key) as entry:
+                return call(entry.client, None)
+        entry = cls._acquire(api_key)
+        try:
+            result = call(entry.client, lambda: cls._release(entry))
+        except BaseException:
+            cls._release(entry)
+            raise
+        return cls._maybe_print(result, pprint)
+
+    @classmethod
     def _retire(cls, api_key: str, entry: _Entry) -> None:
         with cls._lock:
             fingerprint = _fingerprint(api_key)
@@ -121,11 +151,8 @@ class nCompassOLOC:
         Args:
             api_key: the nCompass API key.
         """
-        entry = cls._acquire(api_key)
-        try:
+        with cls._using(api_key) as entry:
             return entry.client.start_session()
-        finally:
-            cls._release(entry)
 
     @classmethod
     def stop_session(cls, api_key: str) -> bool:
@@ -134,12 +161,11 @@ class nCompassOLOC:
         Args:
             api_key: the nCompass API key.
         """
-        entry = cls._acquire(api_key)
-        try:
-            return entry.client.stop_session()
-        finally:
-            cls._retire(api_key, entry)
-            cls._release(entry)
+        with cls._using(api_key) as entry:
+            try:
+                return entry.client.stop_session()
+            finally:
+                cls._retire(api_key, entry)
 
     @classmethod
     def model_is_running(cls, api_key: str) -> bool:
@@ -148,11 +174,8 @@ class nCompassOLOC:
         Args:
             api_key: the nCompass API key.
         """
-        entry = cls._acquire(api_key)
-        try:
+        with cls._using(api_key) as entry:
             return entry.client.model_is_running()
-        finally:
-            cls._release(entry)
 
     @classmethod
     def wait_until_model_running(cls, api_key: str, timeout: float = 20.0) -> None:
@@ -162,11 +185,8 @@ class nCompassOLOC:
             api_key: the nCompass API key.
             timeout: seconds to wait before raising :class:`DeploymentTimeoutError`.
         """
-        entry = cls._acquire(api_key)
-        try:
+        with cls._using(api_key) as entry:
             entry.client.wait_until_model_running(timeout=timeout)
-        finally:
-            cls._release(entry)
 
     @classmethod
     def complete_prompt(
@@ -192,22 +212,14 @@ class nCompassOLOC:
             pprint: with ``stream=True``, print the pieces as they arrive and return None.
             **params: any other openai or vLLM parameter (see :meth:`NCompass.complete_prompt`).
         """
-        entry = cls._acquire(api_key)
-        if not stream:
-            try:
-                return entry.client._complete_prompt(
-                    prompt, max_tokens, temperature, top_p, False, params, None
-                )
-            finally:
-                cls._release(entry)
-        try:
-            result = entry.client._complete_prompt(
-                prompt, max_tokens, temperature, top_p, True, params, lambda: cls._release(entry)
-            )
-        except BaseException:
-            cls._release(entry)
-            raise
-        return cls._maybe_print(result, pprint)
+        return cls._complete(
+            api_key,
+            stream,
+            pprint,
+            lambda client, on_close: client._complete_prompt(
+                prompt, max_tokens, temperature, top_p, stream, params, on_close
+            ),
+        )
 
     @classmethod
     def complete_chat(
@@ -238,19 +250,13 @@ class nCompassOLOC:
             pprint: with ``stream=True``, print the pieces as they arrive and return None.
             **params: any other openai or vLLM parameter (see :meth:`NCompass.complete_chat`).
         """
-        entry = cls._acquire(api_key)
         args = (messages, add_generation_prompt, chat_template, max_tokens, temperature, top_p)
-        if not stream:
-            try:
-                return entry.client._complete_chat(*args, False, params, None)
-            finally:
-                cls._release(entry)
-        try:
-            result = entry.client._complete_chat(*args, True, params, lambda: cls._release(entry))
-        except BaseException:
-            cls._release(entry)
-            raise
-        return cls._maybe_print(result, pprint)
+        return cls._complete(
+            api_key,
+            stream,
+            pprint,
+            lambda client, on_close: client._complete_chat(*args, stream, params, on_close),
+        )
 
     @staticmethod
     def _maybe_print(
