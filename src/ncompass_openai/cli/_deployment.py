@@ -52,16 +52,20 @@ def describe_deployment(deployment: Deployment) -> str:
     return line + "."
 
 
+def _show(deployment: Deployment, json_output: bool) -> None:
+    if json_output:
+        print_json(deployment)
+    else:
+        print(describe_deployment(deployment))
+
+
 @model_app.command("status")
 @handle_errors
 def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Show the model deployment's state."""
     with make_client(options_of(ctx)) as client:
         deployment = client.deployment.status()
-    if json_output:
-        print_json(deployment)
-    else:
-        print(describe_deployment(deployment))
+    _show(deployment, json_output)
 
 
 @model_app.command("start")
@@ -77,12 +81,9 @@ def start(
         deployment = client.deployment.start()
         if wait and deployment.state != "running":
             deployment = wait_for_model(client, timeout=timeout, quiet=json_output)
-    if json_output:
-        print_json(deployment)
-    else:
-        print(describe_deployment(deployment))
-        if deployment.state == "starting":
-            print("Follow it with `ncompass model wait` or `ncompass model status`.")
+    _show(deployment, json_output)
+    if not json_output and deployment.state == "starting":
+        print("Follow it with `ncompass model wait` or `ncompass model status`.")
 
 
 @model_app.command("stop")
@@ -91,10 +92,7 @@ def stop(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Stop the model (it starts again with `ncompass model start`)."""
     with make_client(options_of(ctx)) as client:
         deployment = client.deployment.stop()
-    if json_output:
-        print_json(deployment)
-    else:
-        print(describe_deployment(deployment))
+    _show(deployment, json_output)
 
 
 @model_app.command("wait")
