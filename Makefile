@@ -1,8 +1,10 @@
 # `make demo` and `make test` take a fresh clone to a streamed answer and to a green test run.
 #
 #   make demo        the local server with the real model, and the 0.0.x hello world against it
-#   make test        ruff, mypy --strict, the whole pytest suite, then the openai 2.x compat run
+#   make test        ruff, mypy --strict, the docs build, the whole pytest suite, then the openai 2.x compat run
 #   make bench       every bench/*.py, each one's output saved to bench/results/<name>.txt
+#   make docs        the documentation site (mkdocs-material) into site/, --strict
+#   make fuzz        a long schemathesis campaign against the local server's /openapi.json
 #   make lint | typecheck | setup | setup-compat | clean
 #
 # `make test OPENAI='openai>=2.8,<3'` runs the main suite against openai 2.x (httpx) instead of 3.x (httpx2).
@@ -24,12 +26,12 @@ LLAMAINDEX_TEST := tests/test_integrations.py::test_llamaindex_openai_like
 COMPAT_ARGS := -m "not model" --ignore=tests/server --ignore=tests/test_cli.py --ignore=tests/test_cli_legacy.py \
 	--ignore=tests/test_load.py
 
-LINT_PATHS = $(wildcard src tests bench examples)
+LINT_PATHS = $(wildcard ncompass_openai tests bench examples)
 # The stamp names the openai requirement, so changing OPENAI reinstalls instead of reusing a stale env.
 STAMP := $(VENV)/.installed-$(shell printf '%s' '$(OPENAI)' | cksum | cut -d' ' -f1)
 STAMP2 := $(VENV2)/.installed-$(shell printf '%s' '$(OPENAI2)' | cksum | cut -d' ' -f1)
 
-.PHONY: setup setup-compat demo test test-main test-compat lint typecheck bench clean
+.PHONY: setup setup-compat demo test test-main test-compat lint typecheck docs fuzz bench clean
 
 setup: $(STAMP)
 
@@ -61,7 +63,10 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-test: lint typecheck test-main test-compat
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: lint typecheck docs test-main test-compat
 
 # The LlamaIndex test is deselected here (it needs openai<3) and run by test-compat, where it cannot skip.
 test-main: setup
@@ -71,8 +76,13 @@ test-compat: setup-compat
 	$(BIN2)/python -c "import openai, llama_index.llms.openai_like; print('compat run: openai', openai.__version__)"
 	$(BIN2)/pytest $(COMPAT_ARGS)
 
+# The default suite runs the same test derandomized, 50 cases per operation and mode.
+FUZZ_EXAMPLES ?= 1000
+fuzz: setup
+	NCOMPASS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) NCOMPASS_FUZZ_RANDOM=1 $(BIN)/pytest tests/server/test_fuzz.py -q
+
 bench: setup
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(VENV2) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV2) .pytest_cache .mypy_cache .ruff_cache site

@@ -1,4 +1,5 @@
-"""Every Python snippet of the README that names what it reads (``# Reads ...``) runs, against a real server.
+"""Every Python snippet of the README and of ``docs/`` that names what it reads (``# Reads ...``) runs,
+against a real server; and the README's split into ``docs/`` lost no section.
 
 The LlamaIndex snippet needs openai 2.x: it runs as ``tests/test_integrations.py`` in the openai 2.x
 environment instead.
@@ -17,18 +18,35 @@ import pytest
 
 from ncompass_openai.server import LocalServer
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 KEY = "nc-test-readme-key-0123456789"
-TEXT = README.read_text()
+# The README's headings before its split into docs/ (version 0.1.0): each must still stand somewhere.
+OLD_HEADINGS = Path(__file__).with_name("data").joinpath("readme_headings_0.1.txt").read_text().splitlines()
+README_LIMIT = 20 * 1024
 
 
 def _snippets() -> Iterator[object]:
-    for match in re.finditer(r"```python\n(.*?)```", TEXT, re.S):
-        block = match.group(1)
-        if block.startswith("# Reads") and "llama_index" not in block:
-            line = TEXT.count("\n", 0, match.start(1)) + 1
-            marks = [pytest.mark.model] if "real model" in block.splitlines()[0] else []
-            yield pytest.param(block, id=f"README.md:{line}", marks=marks)
+    for page in PAGES:
+        text = page.read_text()
+        for match in re.finditer(r"```python\n(.*?)```", text, re.S):
+            block = match.group(1)
+            if block.startswith("# Reads") and "llama_index" not in block:
+                line = text.count("\n", 0, match.start(1)) + 1
+                marks = [pytest.mark.model] if "real model" in block.splitlines()[0] else []
+                yield pytest.param(block, id=f"{page.relative_to(ROOT)}:{line}", marks=marks)
+
+
+def _headings(text: str) -> set[str]:
+    found: set[str] = set()
+    fenced = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#{1,6} ", line):
+            found.add(line.lstrip("#").strip())
+    return found
 
 
 SNIPPETS = list(_snippets())
@@ -41,8 +59,19 @@ def readme_server() -> Iterator[LocalServer]:
         yield srv
 
 
-def test_the_readme_has_runnable_snippets() -> None:
-    assert len(SNIPPETS) >= 10
+def test_the_docs_have_runnable_snippets() -> None:
+    assert len(SNIPPETS) >= 18
+    assert any(str(p.id).startswith("README.md") for p in SNIPPETS)  # type: ignore[attr-defined]
+
+
+def test_the_readme_stays_short() -> None:
+    assert len(README.read_bytes()) <= README_LIMIT
+
+
+def test_no_heading_was_lost_in_the_split() -> None:
+    everywhere = set().union(*(_headings(page.read_text()) for page in PAGES))
+    missing = [h for h in OLD_HEADINGS if h != "ncompass-openai" and h not in everywhere]
+    assert not missing, f"sections of the old README found nowhere in README.md or docs/: {missing}"
 
 
 @pytest.mark.parametrize("snippet", SNIPPETS)

@@ -1,4 +1,4 @@
-"""Every row of PROTOCOL.md's error table: status, OpenAI's error shape, and the headers."""
+"""Every row of the protocol's error table (docs/protocol.md): status, OpenAI's error shape, headers."""
 
 from __future__ import annotations
 

@@ -1,0 +1,343 @@
+"""What every command shares: the client it talks through, error lines, JSON and table output, waiting.
+
+Nothing here imports openai, the client or Rich at module level: ``ncompass --help`` must stay fast,
+so each helper imports what it needs when a command actually runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .._client import NCompass
+    from ..types import Deployment
+
+__all__ = [
+    "ClientOptions",
+    "JsonOption",
+    "error_line",
+    "fail",
+    "format_duration",
+    "format_time",
+    "handle_errors",
+    "make_client",
+    "options_of",
+    "parse_time",
+    "print_json",
+    "print_table",
+    "register_secret",
+    "stderr_console",
+    "stdout_console",
+    "wait_for_model",
+]
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass
+class ClientOptions:
+    """The root options (``ncompass --api-key ... --base-url ...``), handed to every command."""
+
+    api_key: str | None = None
+    base_url: str | None = None
+
+    def __repr__(self) -> str:
+        # The key must never reach a log or a traceback through this object's repr.
+        return f"ClientOptions(api_key={'***' if self.api_key else None}, base_url={self.base_url!r})"
+
+
+def options_of(ctx: typer.Context) -> ClientOptions:
+    """The root options stored by the app's callback (defaults when a command is invoked on its own)."""
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, ClientOptions) else ClientOptions()
+
+
+def make_client(options: ClientOptions) -> NCompass:
+    """An ``NCompass`` client; missing values come from ``NCOMPASS_API_KEY`` / ``NCOMPASS_BASE_URL``."""
+    import os
+
+    from .._client import NCompass
+
+    register_secret(options.api_key or os.environ.get("NCOMPASS_API_KEY"))
+    return NCompass(api_key=options.api_key, base_url=options.base_url)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Errors: one readable line on stderr, exit code 1, never a traceback and never the key.
+
+_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a value (an API key) that must be scrubbed from every error line."""
+    if value and len(value) >= 8:  # a very short "key" would garble every message it matched
+        _secrets.add(value)
+
+
+def _scrub(text: str) -> str:
+    for secret in _secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def error_line(exc: BaseException, *, key_hint: str = "--api-key") -> str:
+    """One line that says what went wrong, from an openai / nCompass / validation error.
+
+    Args:
+        exc: The error.
+        key_hint: How this command takes a key, for the missing-key message.
+    """
+    openai = sys.modules.get("openai")
+    message = str(exc)
+    if type(exc).__name__ == "MissingAPIKeyError":
+        # The client's message speaks to Python code (`api_key=...`); this one to a shell user.
+        env_var = getattr(exc, "env_var", "NCOMPASS_API_KEY")
+        message = f"No nCompass API key: set the {env_var} environment variable (or use {key_hint})."
+    elif type(exc).__name__ == "LifecycleAPIUnavailableError":
+        message = str(exc)  # its own message names the URL and the fix; the server's body says nothing
+    elif openai is not None and isinstance(exc, openai.APIStatusError):
+        body = exc.body
+        detail = body.get("message") if isinstance(body, dict) else None
+        message = f"{exc.status_code}: {detail or exc.message}"
+        if exc.status_code == 401 and "NCOMPASS_API_KEY" not in message:
+            message += " (check NCOMPASS_API_KEY or --api-key)"
+    elif openai is not None and isinstance(exc, openai.APIConnectionError):
+        url = getattr(getattr(exc, "request", None), "url", None)
+        where = f" {url.scheme}://{url.netloc.decode()}" if url is not None else ""
+        message = (
+            f"{exc.message.rstrip('.')}: could not reach the nCompass API{where}. Check NCOMPASS_BASE_URL "
+            "(or --base-url) and that the server is running."
+        )
+    elif type(exc).__name__ == "ValidationError" and hasattr(exc, "errors"):
+        # pydantic's multi-line report, folded to "field: problem; field: problem".
+        parts = [f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()]
+        message = "; ".join(parts)
+    line = _scrub(" ".join(message.split())) or type(exc).__name__
+    # An error page from a proxy can be kilobytes of HTML: one line means a readable line.
+    return line if len(line) <= 400 else line[:399] + "…"
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``Error: message`` on stderr and return the exit to raise."""
+    sys.stderr.write(f"Error: {_scrub(message)}\n")
+    sys.stderr.flush()
+    return typer.Exit(code)
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    if isinstance(exc, ValueError):
+        return True
+    openai = sys.modules.get("openai")
+    return openai is not None and isinstance(exc, openai.OpenAIError)
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn the errors a user can fix (openai's, ours, ``ValueError``) into one line and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            sys.stderr.write("\nInterrupted.\n")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if _is_user_error(exc):
+                raise fail(error_line(exc)) from None
+            raise
+
+    return wrapper
+
+
+# ---------------------------------------------------------------------------------------------------
+# Output
+
+
+def _to_data(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, (list, tuple)):
+        return [_to_data(item) for item in value]
+    return value
+
+
+def print_json(value: Any) -> None:
+    """Print a model, a list of models or plain data as JSON on stdout (for ``--json``)."""
+    sys.stdout.write(json.dumps(_to_data(value), indent=2, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def stdout_console() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+def stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def print_table(
+    title: str | None,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    right: Sequence[str] = (),
+    footer: Sequence[str] | None = None,
+    wrap: Sequence[str] = (),
+) -> None:
+    """A Rich table on stdout; columns named in ``right`` are right aligned (numbers).
+
+    Cells do not wrap (ids are copied into the next command), except in ``wrap`` columns (free text).
+    """
+    from rich import box
+    from rich.table import Table
+
+    # Compact (no outer edge, shared padding) so that a table of ids fits an 80-column terminal.
+    table = Table(
+        title=title,
+        show_footer=footer is not None,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for i, name in enumerate(columns):
+        table.add_column(
+            name,
+            justify="right" if name in right else "left",
+            no_wrap=name not in wrap,
+            overflow="fold" if name in wrap else "ellipsis",
+            footer=footer[i] if footer is not None else "",
+        )
+    for row in rows:
+        table.add_row(*row)
+    stdout_console().print(table)
+
+
+def format_time(timestamp: float | None, *, short: bool = False) -> str:
+    """A unix time as local ``YYYY-MM-DD HH:MM:SS`` (``short``, in tables: ``MM-DD HH:MM``); ``-``: none."""
+    if timestamp is None:
+        return "-"
+    return (
+        datetime.fromtimestamp(timestamp)
+        .astimezone()
+        .strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S")
+    )
+
+
+def format_duration(seconds: float | None) -> str:
+    """``42.0 s``, ``3 min 05 s``, ``2 h 01 min``."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str, *, now: float | None = None) -> float:
+    """A time given on the command line: unix seconds, ISO 8601, or ``+30m`` / ``+2h`` / ``+1d`` from now.
+
+    Args:
+        text: What the user typed.
+        now: The reference for relative times (default: the current time).
+
+    Raises:
+        ValueError: the text is none of the accepted forms.
+    """
+    value = text.strip()
+    now = time.time() if now is None else now
+    if value.startswith("+") and len(value) > 2 and value[-1] in _UNITS:
+        try:
+            return now + float(value[1:-1]) * _UNITS[value[-1]]
+        except ValueError:
+            pass
+    else:
+        try:
+            return float(value)
+        except ValueError:
+            pass
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            if moment.tzinfo is None:
+                moment = moment.astimezone()  # a naive time is the user's local time
+            return moment.timestamp()
+    raise ValueError(
+        f"cannot read the time {text!r}: give unix seconds, ISO 8601 (2026-01-31T09:00, local time "
+        "unless it has an offset) or a time from now such as +30m, +2h, +1d."
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Waiting for a model, with a spinner on stderr.
+
+
+class _WaitText:
+    """Spinner text re-rendered on every refresh, so the elapsed time ticks between two polls."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.deployment: Deployment | None = None
+
+    def __rich__(self) -> str:
+        elapsed = time.monotonic() - self.started
+        deployment = self.deployment
+        state = f" ({deployment.state})" if deployment is not None else ""
+        text = f"Waiting for the model{state}: {elapsed:.0f} s elapsed"
+        if deployment is not None and deployment.estimated_ready_at is not None:
+            remaining = deployment.estimated_ready_at - time.time()
+            text += (
+                f", ready in about {format_duration(remaining)}" if remaining > 0 else ", ready any moment"
+            )
+        return text
+
+
+def wait_for_model(client: NCompass, *, timeout: float, quiet: bool = False) -> Deployment:
+    """Block until the tenant's model is running, showing a spinner with elapsed time and the estimate.
+
+    Args:
+        client: The client to poll through.
+        timeout: Seconds to wait before ``DeploymentTimeoutError``.
+        quiet: No spinner and no message (``--json`` output).
+    """
+    if quiet:
+        return client.deployment.wait_until_running(timeout=timeout)
+
+    console = stderr_console()
+    text = _WaitText()
+
+    def on_progress(deployment: Deployment) -> None:
+        text.deployment = deployment
+
+    with console.status(text, spinner="dots"):
+        deployment = client.deployment.wait_until_running(timeout=timeout, on_progress=on_progress)
+    elapsed = time.monotonic() - text.started
+    console.print(f"Model {deployment.model} is running (waited {format_duration(elapsed)}).")
+    return deployment

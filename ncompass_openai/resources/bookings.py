@@ -1,0 +1,239 @@
+"""``client.deployment.bookings``: keep-warm windows (the protocol, "Bookings").
+
+Times are datetimes or unix times (seconds). A naive datetime (no ``tzinfo``) is read as local time,
+as ``datetime.timestamp()`` reads it; pass an aware datetime to be explicit. ``end_at`` must follow
+``start_at`` and lie in the future: that is checked here, before any request.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import time
+from datetime import datetime
+from functools import cached_property
+
+from openai import NotGiven, not_given
+from openai._base_client import make_request_options
+from openai._legacy_response import async_to_raw_response_wrapper, to_raw_response_wrapper
+from openai._resource import AsyncAPIResource, SyncAPIResource
+from openai._types import Body, Headers, Query
+
+from .._compat import httpx
+from ..types import Booking, BookingList
+from ._common import check_id, path_id
+
+__all__ = ["AsyncBookings", "BookingList", "Bookings", "TimeLike", "to_unix"]
+
+TimeLike = datetime | float | int | str
+"""A datetime (naive: local time), a unix time in seconds, or an ISO 8601 string."""
+
+_MAX_UNIX = 1e11  # year 5138: anything above is a unix time in milliseconds by mistake
+
+
+def to_unix(name: str, value: object) -> float:
+    """Unix seconds from a datetime (naive = local time), a number of seconds or an ISO 8601 string."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+        except ValueError:
+            raise ValueError(
+                f"{name} is not an ISO 8601 time: {value!r}. Pass a datetime, a unix time in seconds, or a "
+                "string like '2026-01-31T09:00:00+00:00'."
+            ) from None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a datetime or a unix time in seconds, got {type(value).__name__}.")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a unix time in seconds (>= 0), got {value!r}.")
+    if value > _MAX_UNIX:
+        raise ValueError(f"{name}={value!r} looks like milliseconds: pass a unix time in seconds.")
+    return float(value)
+
+
+def _create_body(start_at: object, end_at: object, note: object) -> dict[str, object]:
+    start = to_unix("start_at", start_at)
+    end = to_unix("end_at", end_at)
+    if not isinstance(note, str):
+        raise TypeError(f"note must be a string, got {type(note).__name__}.")
+    if end <= start:
+        raise ValueError(
+            f"end_at ({_show(end)}) must be after start_at ({_show(start)}): a booking is a window of time."
+        )
+    if end <= time.time():
+        raise ValueError(f"end_at ({_show(end)}) is in the past: a booking must end in the future.")
+    return {"start_at": start, "end_at": end, "note": note}
+
+
+def _show(unix: float) -> str:
+    return datetime.fromtimestamp(unix).astimezone().isoformat(timespec="seconds")
+
+
+class Bookings(SyncAPIResource):
+    """Book, list and cancel keep-warm windows for the key's model."""
+
+    @cached_property
+    def with_raw_response(self) -> BookingsWithRawResponse:
+        """Methods that return the raw HTTP response instead of the parsed object."""
+        return BookingsWithRawResponse(self)
+
+    def create(
+        self,
+        *,
+        start_at: TimeLike,
+        end_at: TimeLike,
+        note: str = "",
+        extra_headers: Headers | None = None,
+        extra_query: Query | None = None,
+        extra_body: Body | None = None,
+        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+    ) -> Booking:
+        """Books a window in which the model is kept running (started early enough to be ready).
+
+        Args:
+            start_at: When the model must be ready: a datetime (naive: local time), unix seconds, or ISO
+                8601.
+            end_at: When the window ends; after ``start_at`` and in the future.
+            note: Free text stored with the booking.
+            extra_headers: Extra HTTP headers for this request.
+            extra_query: Extra query parameters for this request.
+            extra_body: Extra JSON fields for this request.
+            timeout: Timeout of this request, overriding the client's.
+        """
+        return self._post(
+            "/deployment/bookings",
+            body=_create_body(start_at, end_at, note),
+            options=make_request_options(
+                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
+            ),
+            cast_to=Booking,
+        )
+
+    def list(
+        self,
+        *,
+        extra_headers: Headers | None = None,
+        extra_query: Query | None = None,
+        extra_body: Body | None = None,
+        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+    ) -> builtins.list[Booking]:
+        """Lists the key's bookings, soonest first."""
+        page = self._get(
+            "/deployment/bookings",
+            options=make_request_options(
+                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
+            ),
+            cast_to=BookingList,
+        )
+        return page.data if isinstance(page, BookingList) else page  # a raw response passes through
+
+    def cancel(
+        self,
+        id: str,
+        *,
+        extra_headers: Headers | None = None,
+        extra_query: Query | None = None,
+        extra_body: Body | None = None,
+        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+    ) -> Booking:
+        """Cancels a booking."""
+        return self._delete(
+            f"/deployment/bookings/{path_id(check_id('id', id, 'book_'))}",
+            options=make_request_options(
+                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
+            ),
+            cast_to=Booking,
+        )
+
+
+class AsyncBookings(AsyncAPIResource):
+    """Book, list and cancel keep-warm windows for the key's model."""
+
+    @cached_property
+    def with_raw_response(self) -> AsyncBookingsWithRawResponse:
+        """Methods that return the raw HTTP response instead of the parsed object."""
+        return AsyncBookingsWithRawResponse(self)
+
+    async def create(
+        self,
+        *,
+        start_at: TimeLike,
+        end_at: TimeLike,
+        note: str = "",
+        extra_headers: Headers | None = None,
+        extra_query: Query | None = None,
+        extra_body: Body | None = None,
+        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+    ) -> Booking:
+        """Books a window in which the model is kept running (started early enough to be ready).
+
+        Args:
+            start_at: When the model must be ready: a datetime (naive: local time), unix seconds, or ISO
+                8601.
+            end_at: When the window ends; after ``start_at`` and in the future.
+            note: Free text stored with the booking.
+            extra_headers: Extra HTTP headers for this request.
+            extra_query: Extra query parameters for this request.
+            extra_body: Extra JSON fields for this request.
+            timeout: Timeout of this request, overriding the client's.
+        """
+        return await self._post(
+            "/deployment/bookings",
+            body=_create_body(start_at, end_at, note),
+            options=make_request_options(
+                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
+            ),
+            cast_to=Booking,
+        )
+
+    async def list(
+        self,
+        *,
+        extra_headers: Headers | None = None,
+        extra_query: Query | None = None,
+        extra_body: Body | None = None,
+        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+    ) -> builtins.list[Booking]:
+        """Lists the key's bookings, soonest first."""
+        page = await self._get(
+            "/deployment/bookings",
+            options=make_request_options(
+                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
+            ),
+            cast_to=BookingList,
+        )
+        return page.data if isinstance(page, BookingList) else page  # a raw response passes through
+
+    async def cancel(
+        self,
+        id: str,
+        *,
+        extra_headers: Headers | None = None,
+        extra_query: Query | None = None,
+        extra_body: Body | None = None,
+        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+    ) -> Booking:
+        """Cancels a booking."""
+        return await self._delete(
+            f"/deployment/bookings/{path_id(check_id('id', id, 'book_'))}",
+            options=make_request_options(
+                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
+            ),
+            cast_to=Booking,
+        )
+
+
+class BookingsWithRawResponse:
+    def __init__(self, bookings: Bookings) -> None:
+        self.create = to_raw_response_wrapper(bookings.create)
+        self.list = to_raw_response_wrapper(bookings.list)
+        self.cancel = to_raw_response_wrapper(bookings.cancel)
+
+
+class AsyncBookingsWithRawResponse:
+    def __init__(self, bookings: AsyncBookings) -> None:
+        self.create = async_to_raw_response_wrapper(bookings.create)
+        self.list = async_to_raw_response_wrapper(bookings.list)
+        self.cancel = async_to_raw_response_wrapper(bookings.cancel)

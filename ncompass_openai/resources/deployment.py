@@ -1,0 +1,356 @@
+"""``client.deployment``: the key's model deployment and its slow cold starts (the protocol, "Deployment").
+
+``wait_until_running`` polls against a monotonic deadline. While the server's ``estimated_ready_at``
+lies ahead it waits half the time left to it (at least ``poll_interval``, at most 15 s), so a long cold
+start costs few polls and a pessimistic estimate little waiting; otherwise it backs off from
+``poll_interval`` by half again each time, up to 10 s.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from functools import cached_property
+
+from openai import NotGiven, not_given
+from openai._base_client import make_request_options
+from openai._legacy_response import async_to_raw_response_wrapper, to_raw_response_wrapper
+from openai._resource import AsyncAPIResource, SyncAPIResource
+from openai._types import Body, Headers, Query
+
+from .._compat import httpx
+from .._exceptions import DeploymentFailedError, DeploymentTimeoutError
+from ..types import Deployment
+from .bookings import AsyncBookings, Bookings
+
+__all__ = ["AsyncDeploymentResource", "DeploymentResource"]
+
+DEFAULT_WAIT_TIMEOUT = 600.0
+DEFAULT_POLL_INTERVAL = 2.0
+_MAX_BACKOFF = 10.0
+_MAX_ETA_WAIT = 30.0
+_NEEDS_START = ("stopped", "stopping", "failed")
+
+ProgressCallback = Callable[[Deployment], object]
+AsyncProgressCallback = Callable[[Deployment], object | Awaitable[object]]
+
+
+def _is_running(deployment: Deployment) -> bool:
+    return deployment.state == "running" and deployment.ready
+
+
+def _check_wait_args(timeout: float | None, poll_interval: float) -> None:
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or math.isnan(timeout)
+        or timeout < 0
+    ):
+        raise ValueError(f"timeout must be a number of seconds >= 0 (or None: no deadline), got {timeout!r}.")
+    if (
+        isinstance(poll_interval, bool)
+        or not isinstance(poll_interval, (int, float))
+        or not math.isfinite(poll_interval)
+        or poll_interval <= 0
+    ):
+        raise ValueError(f"poll_interval must be a number of seconds > 0, got {poll_interval!r}.")
+
+
+class _Poller:
+    """The deadline and the delays of one wait: identical for the sync and the async twin."""
+
+    def __init__(self, timeout: float | None, poll_interval: float) -> None:
+        _check_wait_args(timeout, poll_interval)
+        self.timeout = timeout
+        self.poll_interval = float(poll_interval)
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.backoff = self.poll_interval
+
+    def verdict(self, deployment: Deployment) -> float | None:
+        """``None`` when running; else the seconds to sleep. Raises when failed or out of time."""
+        if _is_running(deployment):
+            return None
+        if deployment.state == "failed":
+            raise DeploymentFailedError(deployment.error)
+        remaining = math.inf if self.deadline is None else self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeploymentTimeoutError(self.timeout or 0.0, deployment.state)
+        until_ready = (
+            None if deployment.estimated_ready_at is None else deployment.estimated_ready_at - time.time()
+        )
+        if until_ready is not None and until_ready > 0:
+            # Halve the way to the estimate each time: few polls on a long start, and an estimate that
+            # was pessimistic costs at most half of it.
+            delay = max(self.poll_interval, min(until_ready, _MAX_ETA_WAIT) / 2)
+        else:
+            delay = self.backoff
+            self.backoff = min(self.backoff * 1.5, max(_MAX_BACKOFF, self.poll_interval))
+        # The last poll lands on the deadline itself, so a model ready just then is still seen.
+        return min(delay, remaining)
+
+
+class DeploymentResource(SyncAPIResource):
+    """Status, start and stop of the key's model, waits for cold starts, and keep-warm bookings."""
+
+    @cached_property
+    def bookings(self) -> Bookings:
+        """Keep-warm windows."""
+        return Bookings(self._client)
+
+    @cached_property
+    def with_raw_response(self) -> DeploymentResourceWithRawResponse:
+        """Methods that return the raw HTTP response instead of the parsed object."""
+        return DeploymentResourceWithRawResponse(self)
+
+    def status(
+        self,
+        *,
+        extra_headers: Headers | None = None,
+        extra_query: Query | None = None,
+        extra_body: Body | None = None,
+        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+    ) -> Deployment:
+        """Returns the deployment: its state, whether it is ready, when it should be."""
+        return self._get(
+            "/deployment",
+            options=make_request_options(
+                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
+            ),
+            cast_to=Deployment,
+        )
+
+    def start(
+        self,
+        *,
+        extra_headers: Headers | None = None,
+        extra_query: Query | None = None,
+        extra_body: Body | None = None,
+        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+    ) -> Deployment:
+        """Starts the model (a cold start takes minutes); returns at once. See ``wait_until_running``."""
+        return self._post(
+            "/deployment/start",
+            body={},
+            options=make_request_options(
+                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
+            ),
+            cast_to=Deployment,
+        )
+
+    def stop(
+        self,
+        *,
+        extra_headers: Headers | None = None,
+        extra_query: Query | None = None,
+        extra_body: Body | None = None,
+        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+    ) -> Deployment:
+        """Stops the model; inference then answers 503 until it is started again."""
+        return self._post(
+            "/deployment/stop",
+            body={},
+            options=make_request_options(
+                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
+            ),
+            cast_to=Deployment,
+        )
+
+    def is_running(self) -> bool:
+        """Whether the model is running and ready to answer (one status request, no waiting)."""
+        return _is_running(self.status())
+
+    def wait_until_running(
+        self,
+        *,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        on_progress: ProgressCallback | None = None,
+    ) -> Deployment:
+        """Waits until the model is running and ready; does not start it (see ``ensure_running``).
+
+        Args:
+            timeout: Seconds to wait at most (monotonic clock); ``None`` waits without deadline.
+            poll_interval: Shortest wait between two status requests, seconds.
+            on_progress: Called with every ``Deployment`` seen, e.g. to show a spinner.
+
+        Raises:
+            DeploymentFailedError: The deployment went to state ``failed``.
+            DeploymentTimeoutError: It was not running when the deadline passed.
+        """
+        poller = _Poller(timeout, poll_interval)
+        while True:
+            deployment = self.status()
+            if on_progress is not None:
+                on_progress(deployment)
+            delay = poller.verdict(deployment)
+            if delay is None:
+                return deployment
+            self._sleep(delay)
+
+    def ensure_running(
+        self,
+        *,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        on_progress: ProgressCallback | None = None,
+    ) -> Deployment:
+        """Starts the model if it is not running or starting, then waits until it is ready.
+
+        Args:
+            timeout: Seconds to wait at most (monotonic clock); ``None`` waits without deadline.
+            poll_interval: Shortest wait between two status requests, seconds.
+            on_progress: Called with every ``Deployment`` seen.
+        """
+        _check_wait_args(timeout, poll_interval)
+        deployment = self.status()
+        if _is_running(deployment):
+            if on_progress is not None:
+                on_progress(deployment)
+            return deployment
+        if deployment.state in _NEEDS_START:
+            self.start()
+        return self.wait_until_running(timeout=timeout, poll_interval=poll_interval, on_progress=on_progress)
+
+
+class AsyncDeploymentResource(AsyncAPIResource):
+    """Status, start and stop of the key's model, waits for cold starts, and keep-warm bookings."""
+
+    @cached_property
+    def bookings(self) -> AsyncBookings:
+        """Keep-warm windows."""
+        return AsyncBookings(self._client)
+
+    @cached_property
+    def with_raw_response(self) -> AsyncDeploymentResourceWithRawResponse:
+        """Methods that return the raw HTTP response instead of the parsed object."""
+        return AsyncDeploymentResourceWithRawResponse(self)
+
+    async def status(
+        self,
+        *,
+        extra_headers: Headers | None = None,
+        extra_query: Query | None = None,
+        extra_body: Body | None = None,
+        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+    ) -> Deployment:
+        """Returns the deployment: its state, whether it is ready, when it should be."""
+        return await self._get(
+            "/deployment",
+            options=make_request_options(
+                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
+            ),
+            cast_to=Deployment,
+        )
+
+    async def start(
+        self,
+        *,
+        extra_headers: Headers | None = None,
+        extra_query: Query | None = None,
+        extra_body: Body | None = None,
+        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+    ) -> Deployment:
+        """Starts the model (a cold start takes minutes); returns at once. See ``wait_until_running``."""
+        return await self._post(
+            "/deployment/start",
+            body={},
+            options=make_request_options(
+                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
+            ),
+            cast_to=Deployment,
+        )
+
+    async def stop(
+        self,
+        *,
+        extra_headers: Headers | None = None,
+        extra_query: Query | None = None,
+        extra_body: Body | None = None,
+        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+    ) -> Deployment:
+        """Stops the model; inference then answers 503 until it is started again."""
+        return await self._post(
+            "/deployment/stop",
+            body={},
+            options=make_request_options(
+                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
+            ),
+            cast_to=Deployment,
+        )
+
+    async def is_running(self) -> bool:
+        """Whether the model is running and ready to answer (one status request, no waiting)."""
+        return _is_running(await self.status())
+
+    async def wait_until_running(
+        self,
+        *,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        on_progress: AsyncProgressCallback | None = None,
+    ) -> Deployment:
+        """Waits until the model is running and ready; does not start it (see ``ensure_running``).
+
+        Args:
+            timeout: Seconds to wait at most (monotonic clock); ``None`` waits without deadline.
+            poll_interval: Shortest wait between two status requests, seconds.
+            on_progress: Called with every ``Deployment`` seen (a coroutine function is awaited).
+
+        Raises:
+            DeploymentFailedError: The deployment went to state ``failed``.
+            DeploymentTimeoutError: It was not running when the deadline passed.
+        """
+        poller = _Poller(timeout, poll_interval)
+        while True:
+            deployment = await self.status()
+            if on_progress is not None:
+                result = on_progress(deployment)
+                if isinstance(result, Awaitable):
+                    await result
+            delay = poller.verdict(deployment)
+            if delay is None:
+                return deployment
+            await self._sleep(delay)
+
+    async def ensure_running(
+        self,
+        *,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        on_progress: AsyncProgressCallback | None = None,
+    ) -> Deployment:
+        """Starts the model if it is not running or starting, then waits until it is ready.
+
+        Args:
+            timeout: Seconds to wait at most (monotonic clock); ``None`` waits without deadline.
+            poll_interval: Shortest wait between two status requests, seconds.
+            on_progress: Called with every ``Deployment`` seen (a coroutine function is awaited).
+        """
+        _check_wait_args(timeout, poll_interval)
+        deployment = await self.status()
+        if _is_running(deployment):
+            if on_progress is not None:
+                result = on_progress(deployment)
+                if isinstance(result, Awaitable):
+                    await result
+            return deployment
+        if deployment.state in _NEEDS_START:
+            await self.start()
+        return await self.wait_until_running(
+            timeout=timeout, poll_interval=poll_interval, on_progress=on_progress
+        )
+
+
+class DeploymentResourceWithRawResponse:
+    def __init__(self, deployment: DeploymentResource) -> None:
+        self.status = to_raw_response_wrapper(deployment.status)
+        self.start = to_raw_response_wrapper(deployment.start)
+        self.stop = to_raw_response_wrapper(deployment.stop)
+
+
+class AsyncDeploymentResourceWithRawResponse:
+    def __init__(self, deployment: AsyncDeploymentResource) -> None:
+        self.status = async_to_raw_response_wrapper(deployment.status)
+        self.start = async_to_raw_response_wrapper(deployment.start)
+        self.stop = async_to_raw_response_wrapper(deployment.stop)

@@ -1,0 +1,169 @@
+"""``create_app``: the FastAPI application, its state on ``app.state.server`` and its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from .._version import __version__
+from ._auth import TenantRegistry, generate_api_key, hash_key
+from ._bookings import BookingStore
+from ._db import Database
+from ._deployment import DeploymentManager
+from ._errors import CatchAllMiddleware, install_error_handlers
+from ._idempotency import IdempotencyMiddleware, prune_idempotency
+from ._limits import BodyLimitMiddleware
+from ._openapi import install_openapi
+from ._routes_ncompass import REQUEST_MODELS as NCOMPASS_REQUEST_MODELS
+from ._routes_ncompass import router as ncompass_router
+from ._routes_openai import REQUEST_MODELS as OPENAI_REQUEST_MODELS
+from ._routes_openai import router as openai_router
+from ._runtime import InferenceRuntime, make_engine
+from ._sessions import SessionStore
+from ._settings import ServerSettings
+from ._state import ServerState
+from .engines._base import Engine
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("ncompass_openai.server")
+
+_PRUNE_EVERY = 3600.0
+_DESCRIPTION = (
+    "nCompass's HTTP API: OpenAI's completions, chat and models, plus time-billed sessions, the model "
+    "deployment lifecycle and keep-warm bookings. Every route but `/health`, `/openapi.json` and `/docs` "
+    "needs `Authorization: Bearer <key>`; every error has OpenAI's shape."
+)
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+def create_app(settings: ServerSettings | None = None, *, engine: Engine | None = None) -> FastAPI:
+    """Build the server's app: opens the ledger now, loads the model in the lifespan.
+
+    When no key is configured and the database holds none either, one key is generated; its
+    plaintext is kept only in memory (``app.state.server.extra["generated_api_key"]``) so that the
+    caller can show it once.
+
+    Args:
+        settings: The server's settings (default: from the environment).
+        engine: An engine instance to serve instead of building ``settings.engine`` (tests use it to
+            tune the synthetic engine).
+    """
+    settings = settings or ServerSettings()
+    db = Database(settings.db_path())
+    try:
+        state = _build_state(settings, db, engine)
+    except BaseException:
+        db.close()  # no lifespan will ever run for this app, so nothing else would close the ledger
+        raise
+    tenants, deployments, runtime = state.tenants, state.deployments, state.runtime
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        prune_idempotency(db)
+        state.sessions.sweep()  # sessions that lapsed while the server was down stop at their lapse
+        deployments.restore([t.id for t in tenants.tenants], autostart=settings.autostart)
+        sweeper = asyncio.create_task(_sweep_forever(state))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await deployments.close()
+            with contextlib.suppress(Exception):
+                await runtime.aclose()
+            db.close()
+
+    app = FastAPI(
+        title="nCompass local server",
+        description=_DESCRIPTION,
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.server = state
+    # Also reachable where only the ASGI scope is at hand (the idempotency middleware).
+    app.state.db = db
+    app.state.tenants = tenants
+    install_error_handlers(app)
+    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(CatchAllMiddleware)
+
+    @app.get(
+        "/health", response_model=None, responses={200: {"model": Health, "description": "The server is up."}}
+    )
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(openai_router)
+    app.include_router(ncompass_router)
+    install_openapi(app, [*OPENAI_REQUEST_MODELS, *NCOMPASS_REQUEST_MODELS])
+    return app
+
+
+def _build_state(settings: ServerSettings, db: Database, engine: Engine | None) -> ServerState:
+    """The tenants, stores, runtime and deployment manager over an open ledger."""
+    tenants = TenantRegistry(db)
+    extra: dict[str, Any] = {}
+    if settings.api_keys:
+        tenants.register([hash_key(k) for k in settings.api_keys])
+    elif stored := tenants.stored_hashes():
+        tenants.register(stored)
+    else:
+        key = generate_api_key()
+        extra["generated_api_key"] = key
+        tenants.register([hash_key(key)])
+
+    runtime = InferenceRuntime(
+        engine or make_engine(settings.engine, settings.model, settings.threads),
+        max_queue_per_key=settings.max_queue_per_key,
+    )
+    bookings = BookingStore(db)
+    deployments = DeploymentManager(
+        runtime,
+        db,
+        bookings,
+        idle_shutdown=settings.idle_shutdown,
+        cold_start=settings.cold_start,
+        sweep_interval=settings.sweep_interval,
+    )
+    return ServerState(
+        settings=settings,
+        db=db,
+        tenants=tenants,
+        sessions=SessionStore(db),
+        bookings=bookings,
+        deployments=deployments,
+        runtime=runtime,
+        created=int(time.time()),
+        extra=extra,
+    )
+
+
+async def _sweep_forever(state: ServerState) -> None:
+    """Lapsed sessions, idle deployments, upcoming bookings; a failing pass never stops the loop."""
+    last_prune = time.monotonic()
+    while True:
+        await asyncio.sleep(state.settings.sweep_interval)
+        try:
+            state.sessions.sweep()
+            state.deployments.sweep()
+            if time.monotonic() - last_prune > _PRUNE_EVERY:
+                prune_idempotency(state.db)
+                last_prune = time.monotonic()
+        except Exception:
+            logger.exception("The background sweeper failed; it will try again")

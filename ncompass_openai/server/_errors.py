@@ -1,0 +1,239 @@
+"""OpenAI-shaped errors: every failure the server answers is ``{"error": {message, type, param, code}}``.
+
+The shape matters because the openai client maps the status onto its own exception classes and shows
+the message; the headers (``Retry-After``, ``x-should-retry``) drive its retry logic.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = [
+    "APIError",
+    "CatchAllMiddleware",
+    "bad_request",
+    "error_body",
+    "install_error_handlers",
+    "model_not_running",
+    "not_found",
+]
+
+logger = logging.getLogger("ncompass_openai.server")
+
+_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    503: "model_not_running",
+}
+
+
+def error_body(
+    message: str, type: str, *, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+class APIError(Exception):
+    """An error answer: raised anywhere in a route, turned into an OpenAI-shaped JSON response."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or _TYPE_BY_STATUS.get(status, "invalid_request_error")
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.type, param=self.param, code=self.code)
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def not_found(message: str, *, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(404, message, param=param, code=code)
+
+
+def model_not_running(state: str, *, retry_after: float | None = None, error: str | None = None) -> APIError:
+    """The protocol's 503: ``model_starting`` is worth retrying, ``model_stopped`` is not."""
+    if state == "starting":
+        seconds = max(1, min(120, math.ceil(retry_after or 1)))
+        return APIError(
+            503,
+            "The model is starting (cold start); retry after the Retry-After delay, or wait with "
+            "`client.deployment.wait_until_running()` / `ncompass model status`.",
+            type="model_not_running",
+            code="model_starting",
+            headers={"Retry-After": str(seconds), "x-should-retry": "true"},
+        )
+    why = f" Its last start failed: {error}." if state == "failed" and error else ""
+    return APIError(
+        503,
+        f"The model is not running (state: {state}).{why} Start it with `POST /v1/deployment/start` "
+        "(`client.deployment.start()`, `ncompass model start`) and wait until it is running.",
+        type="model_not_running",
+        code="model_stopped",
+        headers={"x-should-retry": "false"},
+    )
+
+
+_TYPE_TAG = re.compile(
+    r"^(str|int|float|bool|none|dict|list|literal|function-\w+|[a-z_]+\[.*\])$", re.IGNORECASE
+)
+
+
+def _loc_to_param(loc: Sequence[Any]) -> str | None:
+    parts: list[str] = []
+    for p in loc:
+        if p in ("body", "query", "path", "header"):
+            continue
+        if isinstance(p, str) and (_TYPE_TAG.match(p) or p[:1].isupper()):
+            break  # a union member's tag (`str`, `list[str]`, a model name), not a field name
+        parts.append(str(p))
+    if not parts:
+        return None
+    out = parts[0]
+    for part in parts[1:]:
+        out += f"[{part}]" if part.isdigit() else f".{part}"
+    return out
+
+
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
+    """One readable sentence for pydantic's validation errors, naming the field and the fix."""
+    if not errors:
+        return "The request is invalid.", None
+    first = errors[0]
+    kind = str(first.get("type", ""))
+    loc = list(first.get("loc", ()))
+    param = _loc_to_param(loc)
+    if kind in ("json_invalid", "json_decode", "value_error.jsondecode"):
+        detail = first.get("ctx", {}).get("error") if isinstance(first.get("ctx"), Mapping) else None
+        extra = f" ({detail})" if detail else ""
+        return (
+            f"The request body is not valid JSON{extra}. Send a JSON object with "
+            "`Content-Type: application/json`.",
+            None,
+        )
+    if kind == "extra_forbidden":
+        return (
+            f"Unsupported field `{param}`: this server does not support it. Remove it from the request.",
+            param,
+        )
+    if kind == "missing":
+        return f"Missing required field `{param}`. Add it to the request.", param
+    if param is None and kind in ("model_attributes_type", "dict_type", "model_type"):
+        return "The request body must be a JSON object.", None
+    msg = str(first.get("msg", "invalid value"))
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if param is None:
+        return f"Invalid request: {msg}.", None
+    others = [e for e in errors[1:] if _loc_to_param(list(e.get("loc", ()))) != param]
+    more = f" ({len(others)} more problem(s) in the request)" if others else ""
+    if len({_loc_to_param(list(e.get("loc", ()))) for e in errors}) == 1 and len(errors) > 1:
+        msg = " or ".join(dict.fromkeys(str(e.get("msg", "")) for e in errors))
+    return f"Invalid value for `{param}`: {msg}.{more}", param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error path of the app answers in OpenAI's shape; nothing leaks a traceback."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = validation_message(exc.errors())
+        return JSONResponse(error_body(message, "invalid_request_error", param=param), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = (
+                f"Unknown route `{request.method} {request.url.path}`. The routes this server answers "
+                "(e.g. `POST /v1/chat/completions`) are listed at `GET /openapi.json` and `GET /docs`."
+            )
+            code: str | None = "unknown_url"
+        elif exc.status_code == 405:
+            message = f"Method {request.method} is not allowed on `{request.url.path}`."
+            code = "method_not_allowed"
+        else:
+            message = str(exc.detail)
+            code = None
+        body = error_body(message, _TYPE_BY_STATUS.get(exc.status_code, "invalid_request_error"), code=code)
+        return JSONResponse(body, status_code=exc.status_code, headers=dict(exc.headers or {}))
+
+
+_INTERNAL = (
+    "The server hit an internal error; it is still up. Retry the request, and report it if it happens again."
+)
+
+
+class CatchAllMiddleware:
+    """Turns an unexpected exception into OpenAI's 500 and keeps the connection usable.
+
+    Starlette's own last-resort handler re-raises after answering, which makes uvicorn drop the
+    keep-alive connection; a client's next request on it would fail. This one answers and returns.
+
+    Args:
+        app: The wrapped ASGI app.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            logger.exception("Unexpected error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                return  # the status is out already; the client sees a cut response
+            response = JSONResponse(error_body(_INTERNAL, "server_error"), status_code=500)
+            await response(scope, receive, send)

@@ -1,0 +1,216 @@
+"""Request bodies of the OpenAI surface: OpenAI's fields plus vLLM's extras, nothing silently ignored.
+
+A field the server does not know answers 400 naming it (``extra="forbid"``). OpenAI fields that the
+local engines cannot honour are accepted only at their neutral value (``presence_penalty=0``,
+``logprobs=null``, ...), so an unchanged client works while a request that depends on them fails
+loudly instead of getting a different answer than it asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ._errors import bad_request
+
+__all__ = ["ChatCompletionRequest", "ChatMessage", "CompletionRequest", "StreamOptions"]
+
+_MAX_N = 16
+_MAX_STOP = 4
+
+
+def _unsupported(name: str, hint: str = "") -> ValueError:
+    return ValueError(f"`{name}` is not supported by this server; remove it{hint}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, populate_by_name=True)
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class _Sampling(_Strict):
+    model: str = Field(min_length=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    n: int = Field(default=1, ge=1, le=_MAX_N)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    # vLLM's extras
+    top_k: int | None = Field(default=None, ge=-1)
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
+    # OpenAI fields accepted only at their neutral value
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _check_stop(cls, value: str | list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        stops = [value] if isinstance(value, str) else value
+        if len(stops) > _MAX_STOP:
+            raise ValueError(f"at most {_MAX_STOP} stop sequences are allowed")
+        if any(not s for s in stops):
+            raise ValueError("a stop sequence must not be empty")
+        return stops
+
+    @field_validator("presence_penalty", "frequency_penalty")
+    @classmethod
+    def _neutral_penalty(cls, value: float | None) -> float | None:
+        if value not in (None, 0, 0.0):
+            raise ValueError("only 0 is supported; use `repetition_penalty` (vLLM's field) instead")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _neutral_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value:
+            raise ValueError("logit_bias is not supported by this server; remove it")
+        return value
+
+    def check(self) -> None:
+        """Conflicts between fields: a 400 naming the field to change."""
+        if self.stream_options is not None and not self.stream:
+            raise bad_request(
+                "`stream_options` is only allowed together with `stream: true`.", param="stream_options"
+            )
+
+    def stop_list(self) -> tuple[str, ...]:
+        stop = self.stop
+        if stop is None:
+            return ()
+        return (stop,) if isinstance(stop, str) else tuple(stop)
+
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class CompletionRequest(_Sampling):
+    """``POST /v1/completions``."""
+
+    prompt: str | list[str]
+    max_tokens: int | None = Field(default=16, ge=1)
+    echo: bool = False
+    logprobs: int | None = None
+    best_of: int | None = None
+    suffix: str | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _check_prompt(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("a list prompt must hold at least one string")
+        return value
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: int | None) -> int | None:
+        if value is not None:
+            raise _unsupported("logprobs")
+        return value
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, value: str | None) -> str | None:
+        if value:
+            raise _unsupported("suffix")
+        return value
+
+    def check(self) -> None:
+        """Conflicts between fields: a 400 naming the field to change."""
+        super().check()
+        if self.best_of is not None and self.best_of != self.n:
+            raise bad_request("`best_of` is not supported unless it equals `n`; remove it.", param="best_of")
+
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+
+class ChatMessage(BaseModel):
+    """One message; extra keys are kept and handed to the chat template (tool calls, names, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+
+class ChatCompletionRequest(_Sampling):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Literal["none", "auto"] | None = None
+    parallel_tool_calls: bool | None = None
+    # vLLM's extras
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    chat_template: str | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: bool | None) -> bool | None:
+        if value:
+            raise _unsupported("logprobs")
+        return value
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _no_top_logprobs(cls, value: int | None) -> int | None:
+        if value is not None:
+            raise _unsupported("top_logprobs")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type") != "text":
+            raise ValueError("only {'type': 'text'} is supported by this server")
+        return value
+
+    def check(self) -> None:
+        """Conflicts between fields: a 400 naming the field to change."""
+        super().check()
+        if self.add_generation_prompt and self.continue_final_message:
+            raise bad_request(
+                "`add_generation_prompt` and `continue_final_message` cannot both be true: set "
+                "`add_generation_prompt: false` to continue the final message.",
+                param="continue_final_message",
+            )
+        if self.continue_final_message and self.messages[-1].role != "assistant":
+            raise bad_request(
+                "`continue_final_message` needs the last message to be the assistant's.",
+                param="continue_final_message",
+            )
+        if (
+            self.max_tokens is not None
+            and self.max_completion_tokens is not None
+            and self.max_tokens != self.max_completion_tokens
+        ):
+            raise bad_request(
+                "`max_tokens` and `max_completion_tokens` disagree; send only one.", param="max_tokens"
+            )
+
+    def token_limit(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def message_dicts(self) -> list[dict[str, Any]]:
+        # Templates read `message.content` of every message: one sent without it (an assistant message
+        # with only `tool_calls`, say) renders as empty text instead of failing the whole template.
+        return [{**m.model_dump(exclude_none=True), "content": m.content or ""} for m in self.messages]
