@@ -5,13 +5,17 @@
 #   make bench       every bench/*.py, each one's output saved to bench/results/<name>.txt
 #   make docs        the documentation site (mkdocs-material) into site/, --strict
 #   make fuzz        a long schemathesis campaign against the local server's /openapi.json
+#   make test-matrix the main suite (no real-model tests) on every other supported Python found here
 #   make lint | typecheck | setup | setup-compat | clean
 #
 # `make test OPENAI='openai>=2.8,<3'` runs the main suite against openai 2.x (httpx) instead of 3.x (httpx2).
 PYTHON ?= python3
+comma := ,
 VENV ?= .venv
 BIN := $(VENV)/bin
-OPENAI ?= openai>=3,<4
+DEFAULT_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+# openai 3.x (httpx2) needs Python 3.11+: on 3.10 the main environment gets openai 2.x.
+OPENAI ?= $(if $(filter 3.10,$(DEFAULT_VERSION)),openai>=2.8$(comma)<3,openai>=3$(comma)<4)
 PIP := -m pip install --quiet --disable-pip-version-check
 
 # LlamaIndex's OpenAI integration (llama-index-llms-openai, under OpenAILike) pins openai<3, so it cannot
@@ -31,7 +35,7 @@ LINT_PATHS = $(wildcard ncompass_openai tests bench examples)
 STAMP := $(VENV)/.installed-$(shell printf '%s' '$(OPENAI)' | cksum | cut -d' ' -f1)
 STAMP2 := $(VENV2)/.installed-$(shell printf '%s' '$(OPENAI2)' | cksum | cut -d' ' -f1)
 
-.PHONY: setup setup-compat demo test test-main test-compat lint typecheck docs fuzz bench clean
+.PHONY: setup setup-compat demo test test-main test-compat test-matrix lint typecheck docs fuzz bench clean
 
 setup: $(STAMP)
 
@@ -76,6 +80,32 @@ test-compat: setup-compat
 	$(BIN2)/python -c "import openai, llama_index.llms.openai_like; print('compat run: openai', openai.__version__)"
 	$(BIN2)/pytest $(COMPAT_ARGS)
 
+# Every supported Python other than $(PYTHON)'s, found on PATH or where pyenv keeps it (a pyenv shim of a
+# version that is not enabled fails, so each candidate is run once before it is trusted). openai 3.x needs
+# Python 3.11+, so 3.10 runs on openai 2.x. Each gets its own .venv-py3.X; llama-cpp-python compiles once
+# per Python, then pip's cache serves the wheel. Real-model tests are left to `make test`.
+MATRIX_VERSIONS ?= 3.10 3.11 3.12 3.13
+PYENV_ROOT ?= $(HOME)/.pyenv
+find_python = $(firstword $(foreach c,$(shell command -v python$(1) 2>/dev/null) \
+	$(sort $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1))),$(shell $(c) -c pass 2>/dev/null && echo $(c))))
+MATRIX_ARGS := -m "not model" --deselect $(LLAMAINDEX_TEST) -q
+MATRIX_FOUND := $(foreach v,$(filter-out $(DEFAULT_VERSION),$(MATRIX_VERSIONS)),$(if $(call find_python,$(v)),$(v)))
+MATRIX_MISSING := $(filter-out $(DEFAULT_VERSION) $(MATRIX_FOUND),$(MATRIX_VERSIONS))
+
+.venv-py%/.installed: pyproject.toml Makefile
+	rm -rf .venv-py$*
+	$(call find_python,$*) -m venv .venv-py$*
+	.venv-py$*/bin/python $(PIP) --upgrade pip
+	.venv-py$*/bin/python $(PIP) -e '.[server,dev]' '$(if $(filter 3.10,$*),$(OPENAI2),$(OPENAI))'
+	touch $@
+
+test-matrix: $(foreach v,$(MATRIX_FOUND),.venv-py$(v)/.installed)
+	@set -e; for v in $(MATRIX_FOUND); do \
+	  echo "== Python $$v: $$(.venv-py$$v/bin/python -c 'import sys, openai; print(sys.version.split()[0], "openai", openai.__version__)')"; \
+	  .venv-py$$v/bin/pytest $(MATRIX_ARGS); \
+	done
+	@echo "test-matrix: ran on Python $(or $(MATRIX_FOUND),none) (and $(DEFAULT_VERSION) in make test)$(if $(MATRIX_MISSING),; not found: $(MATRIX_MISSING))"
+
 # The default suite runs the same test derandomized, 50 cases per operation and mode.
 FUZZ_EXAMPLES ?= 1000
 fuzz: setup
@@ -85,4 +115,4 @@ bench: setup
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(VENV2) .pytest_cache .mypy_cache .ruff_cache site
+	rm -rf $(VENV) $(VENV2) .venv-py3.* .pytest_cache .mypy_cache .ruff_cache site

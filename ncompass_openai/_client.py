@@ -7,10 +7,12 @@ copy keeps the subclass and every setting.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import sys
 import threading
 import warnings
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from functools import cached_property
 from typing import Any
@@ -46,6 +48,22 @@ __all__ = ["AsyncNCompass", "ModelNotRunningAPIError", "NCompass"]
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _FETCH_LOCKS: RunVar[WeakKeyDictionary[AsyncNCompass, anyio.Lock]] = RunVar("ncompass_model_fetch_locks")
 _UNSUPPORTED = ("provider", "data_residency", "workload_identity")
+# The 0.0.x API never asked for a client to be closed, so the package closes at exit the sync clients
+# still open then: otherwise the interpreter's last garbage collection finalizes their pooled sockets in
+# arbitrary order, which Python 3.13 reports as unclosed sockets. Registered at import, so it runs after
+# the billing guard's exit handler (atexit runs last-registered first).
+_OPEN_AT_EXIT: weakref.WeakSet[NCompass] = weakref.WeakSet()
+
+
+def _close_open_clients() -> None:
+    for client in list(_OPEN_AT_EXIT):
+        with contextlib.suppress(Exception):
+            client.close()
+
+
+atexit.register(_close_open_clients)
+
+
 def _first_model(ids: list[str]) -> str:
     if not ids:
         raise NCompassError(
@@ -185,6 +203,7 @@ class NCompass(SyncLegacyMixin, openai.OpenAI):
         self._ncompass_config = config
         self._model: str | None = config.model
         self._model_lock = threading.Lock()
+        _OPEN_AT_EXIT.add(self)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={str(self.base_url)!r}, model={self._model!r})"

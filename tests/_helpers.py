@@ -51,6 +51,19 @@ async def close(client: NCompass | AsyncNCompass) -> None:
     await resolve(client.close())
 
 
+def files_open_by_this_process(path: object) -> list[str]:
+    """The file descriptors of this process open on ``path`` (a SQLite ledger, say), from /proc."""
+    wanted = os.path.realpath(str(path))
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == wanted:
+                found.append(fd)
+        except OSError:
+            continue
+    return found
+
+
 def open_connections(port: int) -> int:
     """ESTABLISHED connections of this process to ``port`` (client side), read from /proc (no psutil)."""
     inodes: set[str] = set()

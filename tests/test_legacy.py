@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -339,3 +343,43 @@ async def test_a_failing_conversation_fails_the_chat_batch_with_its_own_error(
                 client, "complete_chat", [ok, refused, ok], False, max_tokens=3, stream=False,
                 continue_final_message=True,
             )  # fmt: skip
+
+
+_NEVER_CLOSED = """
+import atexit, gc, os, sys
+sys.path.insert(0, {tests!r})
+gc.disable()  # the client's reference cycles are left for the interpreter's last collection, as at exit
+from _helpers import open_connections
+from ncompass_openai import nCompass
+
+def script():  # the 0.0.x way: a client that is never closed
+    client = nCompass()
+    client.start_session()
+    client.print_prompt(client.complete_prompt("hi", max_tokens=5, stream=True))
+    client.stop_session()
+
+script()
+print("open before exit:", open_connections({port}))
+atexit._run_exitfuncs()  # what the interpreter runs at exit, before its last garbage collection
+print("open after exit:", open_connections({port}))
+"""
+
+
+def test_a_client_never_closed_is_closed_at_exit(api_key: str, base_url: str) -> None:
+    # Without it, the pooled connection is finalized by the last garbage collection in arbitrary order,
+    # which Python 3.13 reports as `ResourceWarning: unclosed <socket.socket ...>`.
+    port = int(base_url.rsplit(":", 1)[1].split("/", 1)[0])
+    code = _NEVER_CLOSED.format(tests=str(Path(__file__).parent), port=port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NCOMPASS_", "OPENAI_"))}
+    env.update(NCOMPASS_API_KEY=api_key, NCOMPASS_BASE_URL=base_url)
+    proc = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "open before exit: 1" in proc.stdout  # the connection really was left open by the script
+    assert "open after exit: 0" in proc.stdout, proc.stdout
+    assert "ResourceWarning" not in proc.stderr, proc.stderr

@@ -118,8 +118,12 @@ class LocalServer:
         """Start serving and wait until ready."""
         if self._thread is not None:
             return self
-        self._app = create_app(self.settings, engine=self._engine)
         sock = bind_socket(self.settings.host, self.settings.port)
+        try:
+            self._app = create_app(self.settings, engine=self._engine)
+        except BaseException:
+            sock.close()
+            raise
         self.port = int(sock.getsockname()[1])
         config = uvicorn.Config(
             self._app,

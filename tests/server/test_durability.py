@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import signal
@@ -9,6 +10,8 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from _helpers import files_open_by_this_process
 
 from .conftest import ServerProcess
 
@@ -82,9 +85,11 @@ def test_cli_generates_a_key_once_and_keeps_only_its_hash(
         db.with_name(db.name + "-wal").read_bytes() if db.with_name(db.name + "-wal").exists() else b""
     )
     assert key.encode() not in stored
-    with sqlite3.connect(db) as conn:
+    # closing(): a sqlite3 connection's own `with` ends a transaction but leaves the connection open.
+    with contextlib.closing(sqlite3.connect(db)) as conn:
         hashes = [row[0] for row in conn.execute("SELECT key_hash FROM tenants")]
     assert hashes == [hashlib.sha256(key.encode()).hexdigest()]
+    assert not files_open_by_this_process(db), "the ledger is still open in the test process"
 
     # A restart on the same ledger serves the same key and prints no new one.
     again = spawn_server("--db", str(db))
