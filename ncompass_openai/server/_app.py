@@ -25,11 +25,11 @@ from ._routes_ncompass import REQUEST_MODELS as NCOMPASS_REQUEST_MODELS
 from ._routes_ncompass import router as ncompass_router
 from ._routes_openai import REQUEST_MODELS as OPENAI_REQUEST_MODELS
 from ._routes_openai import router as openai_router
-from ._runtime import InferenceRuntime, make_engine
+from ._runtime import InferenceRuntime
 from ._sessions import SessionStore
 from ._settings import ServerSettings
 from ._state import ServerState
-from .engines._base import Engine
+from .engines import Engine, make_engine
 
 __all__ = ["create_app"]
 

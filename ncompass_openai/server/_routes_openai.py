@@ -18,15 +18,9 @@ from pydantic import BaseModel
 
 from ._auth import Tenant
 from ._errors import APIError, bad_request, model_not_running, not_found
+from ._exceptions import ChatTemplateError, ContextLengthError, ModelUnavailableError, QueueFullError
 from ._openapi import answers, json_body
-from ._runtime import (
-    ChatTemplateError,
-    ContextLengthError,
-    GenerationStream,
-    ModelUnavailableError,
-    QueueFullError,
-    SamplingParams,
-)
+from ._runtime import GenerationStream, SamplingParams
 from ._schemas import ChatCompletionRequest, CompletionRequest
 from ._state import AuthTenant, ServerState, parse_body, server_state
 

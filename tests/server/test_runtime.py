@@ -8,17 +8,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ncompass_openai.server._runtime import (
+from ncompass_openai.server._exceptions import (
     ChatTemplateError,
     ContextLengthError,
-    GenerationEvent,
-    InferenceRuntime,
     ModelUnavailableError,
     QueueFullError,
-    SamplingParams,
-    _StopMatcher,
-    make_engine,
 )
+from ncompass_openai.server._runtime import GenerationEvent, InferenceRuntime, SamplingParams
+from ncompass_openai.server._stop import StopMatcher
+from ncompass_openai.server.engines import make_engine
 from ncompass_openai.server.engines.synthetic import SyntheticEngine
 
 pytestmark = pytest.mark.anyio
@@ -115,11 +113,11 @@ async def test_stop_string_split_across_tokens_never_leaks(runtime: InferenceRun
 
 
 def test_stop_matcher_holds_back_partial_matches() -> None:
-    matcher = _StopMatcher(["END", "xyz"])
+    matcher = StopMatcher(["END", "xyz"])
     assert matcher.feed("abc E") == ("abc ", False)
     assert matcher.feed("N") == ("", False)
     assert matcher.feed("Dtail") == ("", True)
-    matcher = _StopMatcher(["END"])
+    matcher = StopMatcher(["END"])
     assert matcher.feed("hi EN") == ("hi ", False)
     assert matcher.feed("!") == ("EN!", False)
     assert matcher.feed("E") == ("", False)

@@ -1,6 +1,6 @@
 """Model engines behind the inference runtime: ``llama`` (llama-cpp-python) and ``synthetic``.
 
-Build one with :func:`ncompass_openai.server._runtime.make_engine`; a new backend subclasses
+Build one with :func:`make_engine`; a new backend subclasses
 :class:`Engine`. The llama engine is imported only when asked for, so this package loads without
 llama-cpp-python.
 """
@@ -9,4 +9,27 @@ from __future__ import annotations
 
 from ._base import Engine, EngineToken, GenerationControl, SamplingParams, SequenceRequest
 
-__all__ = ["Engine", "EngineToken", "GenerationControl", "SamplingParams", "SequenceRequest"]
+__all__ = ["Engine", "EngineToken", "GenerationControl", "SamplingParams", "SequenceRequest", "make_engine"]
+
+
+def make_engine(name: str, model_path: str | None = None, threads: int | None = None) -> Engine:
+    """Build an engine by name.
+
+    Args:
+        name: ``"llama"`` (llama-cpp-python; SmolLM2-135M-Instruct unless ``model_path``) or
+            ``"synthetic"`` (deterministic fake tokens, no model).
+        model_path: a GGUF file for the llama engine.
+        threads: CPU threads for the llama engine (default: all cores).
+
+    Raises:
+        ValueError: unknown engine name.
+    """
+    if name == "synthetic":
+        from .synthetic import SyntheticEngine
+
+        return SyntheticEngine()
+    if name == "llama":
+        from .llama import LlamaEngine
+
+        return LlamaEngine(model_path=model_path, threads=threads)
+    raise ValueError(f"Unknown engine {name!r}: use 'llama' or 'synthetic'.")

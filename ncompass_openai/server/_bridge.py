@@ -1,0 +1,140 @@
+"""The hand-over of generated tokens from the worker thread to the event loop.
+
+The worker pushes :class:`GenerationEvent` items (then :data:`END`, or an exception) into a request's
+:class:`Sink`; the route iterates the :class:`GenerationStream` on the event loop. The worker never
+blocks on the loop and the loop never waits on the worker: one ``call_soon_threadsafe`` wakes the
+reader per batch of items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["END", "FinishReason", "GenerationEvent", "GenerationStream", "Sink"]
+
+FinishReason = Literal["stop", "length"]
+END = object()
+"""Pushed after a request's last event."""
+
+
+@dataclass(frozen=True)
+class GenerationEvent:
+    """One generated token of choice ``index``: its newly released text, and the running token count."""
+
+    index: int
+    text: str
+    finish_reason: FinishReason | None
+    completion_tokens: int
+
+
+class Sink:
+    """The hand-over from the worker thread to the event loop: a deque, and one wake-up call at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: collections.deque[Any] = collections.deque()
+        self.lock = threading.Lock()
+        self.wake_pending = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    def push(self, item: Any) -> bool:
+        """Worker side: queue an item; False when the loop is gone."""
+        with self.lock:
+            self.items.append(item)
+            wake = not self.wake_pending
+            self.wake_pending = True
+        if wake:
+            try:
+                self.loop.call_soon_threadsafe(self._wake)
+            except RuntimeError:  # the loop is closed: nobody will ever read this stream
+                return False
+        return True
+
+    def _wake(self) -> None:
+        with self.lock:
+            self.wake_pending = False
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def pop(self) -> Any:
+        with self.lock:
+            return self.items.popleft() if self.items else None
+
+
+_YIELD_EVERY = 4  # below asyncio's 5 failed writes that log "socket.send() raised exception."
+
+
+class GenerationStream(AsyncIterator[GenerationEvent]):
+    """The async iterator :meth:`InferenceRuntime.generate` returns; closing it cancels the request."""
+
+    def __init__(self, sink: Sink, prompt_token_counts: list[int], n: int) -> None:
+        self.prompt_token_counts = prompt_token_counts
+        self.n = n
+        self._sink = sink
+        self._closed = False
+        self._cancel: Callable[[], None] = lambda: None
+        self._ready_in_a_row = 0
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens of the request (each prompt once, as OpenAI counts them with ``n > 1``)."""
+        return sum(self.prompt_token_counts)
+
+    def __aiter__(self) -> GenerationStream:
+        return self
+
+    async def __anext__(self) -> GenerationEvent:
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            item = self._sink.pop()
+            if item is END:
+                self._closed = True
+                raise StopAsyncIteration
+            if isinstance(item, BaseException):
+                self._closed = True
+                raise item
+            if item is not None:
+                assert isinstance(item, GenerationEvent)
+                self._ready_in_a_row += 1
+                if self._ready_in_a_row >= _YIELD_EVERY:
+                    # Tokens buffered faster than they are sent never suspend this loop, and a writer that
+                    # never suspends starves the event loop: a client's disconnect would go unseen (and
+                    # its generation would run on) until the whole answer had been written to a dead socket.
+                    self._ready_in_a_row = 0
+                    try:
+                        await asyncio.sleep(0)
+                    except BaseException:
+                        self._close_now()
+                        raise
+                return item
+            self._ready_in_a_row = 0
+            waiter = self._sink.waiter = self._sink.loop.create_future()
+            try:
+                await waiter
+            except BaseException:
+                # The consumer's task was cancelled (client gone): stop generating for it.
+                self._close_now()
+                raise
+            finally:
+                self._sink.waiter = None
+
+    def _close_now(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._cancel()
+
+    async def aclose(self) -> None:
+        """Stop the request's generation now and free its queue place."""
+        self._close_now()
+
+    async def __aenter__(self) -> GenerationStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._close_now()
