@@ -15,6 +15,7 @@ import openai
 from openai import NotGiven
 from pydantic import ValidationError
 
+from . import _headers
 from ._compat import HTTPX_DEFAULT_TIMEOUT, httpx
 from ._exceptions import MissingAPIKeyError
 from ._settings import NCompassSettings
@@ -23,7 +24,6 @@ from ._version import __version__
 __all__ = ["ClientConfig", "isolate_from_openai_env", "key_from_env_var", "resolve_config"]
 
 _CONNECT_TIMEOUT = 5.0
-CLIENT_HEADER = "X-NCompass-Client"
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class ClientConfig:
     read_timeout: float | None
     max_retries: int
     idle_timeout: float | None
+    stop_on_sigterm: bool = True
 
 
 def key_from_env_var(name: str) -> str:
@@ -60,6 +61,7 @@ def resolve_config(
     max_retries: int | None,
     idle_timeout: float | NotGiven | None,
     http_client: object,
+    stop_on_sigterm: bool | None = None,
 ) -> ClientConfig:
     """Merges a constructor's arguments with ``NCompassSettings`` (arguments win)."""
     if api_key is not None and custom_env_var is not None:
@@ -74,6 +76,7 @@ def resolve_config(
         "timeout": timeout if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) else None,
         "read_timeout": read_timeout,
         "max_retries": max_retries,
+        "stop_on_sigterm": stop_on_sigterm,
     }
     if not isinstance(idle_timeout, NotGiven):
         overrides["idle_timeout"] = idle_timeout
@@ -113,6 +116,7 @@ def resolve_config(
         read_timeout=settings.read_timeout,
         max_retries=settings.max_retries,
         idle_timeout=settings.idle_timeout,
+        stop_on_sigterm=settings.stop_on_sigterm,
     )
 
 
@@ -154,6 +158,6 @@ def isolate_from_openai_env(
     client.admin_api_key = openai_kwargs.get("admin_api_key")
     client.webhook_secret = openai_kwargs.get("webhook_secret")
     # OPENAI_CUSTOM_HEADERS was merged into the custom headers: keep only what the caller passed.
-    client._custom_headers = {CLIENT_HEADER: f"ncompass-openai/{__version__}", **(default_headers or {})}
+    client._custom_headers = {_headers.CLIENT: f"ncompass-openai/{__version__}", **(default_headers or {})}
     if hasattr(client, "_ambient_authorizations"):
         client._ambient_authorizations = frozenset()

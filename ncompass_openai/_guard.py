@@ -7,7 +7,11 @@ tracked here until it is stopped; what is still tracked is stopped
 - at normal interpreter exit (``atexit``: after the user's traceback has been printed, so it is never
   hidden), and
 - on ``SIGTERM`` (handler installed from the main thread only; it stops the sessions and then hands
-  the signal to the handler that was there before, or dies of it as the default would).
+  the signal to the handler that was there before, or dies of it as the default would). The handler is
+  uninstalled, the previous one restored, when the last tracked session ends (from the main thread,
+  and only while it is still the process's handler). Sessions of a client made with
+  ``stop_on_sigterm=False`` (or with ``NCOMPASS_STOP_ON_SIGTERM=0``) never install it, for applications
+  whose server framework owns ``SIGTERM``; they are still stopped at exit.
 
 ``SIGKILL`` cannot be caught: there the server's lease (``idle_timeout``) stops the session.
 
@@ -29,6 +33,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import quote
 
+from . import _headers
 from ._compat import httpx
 from ._version import __version__
 
@@ -52,17 +57,26 @@ _sigterm_installed = False
 _previous_sigterm: Any = None
 
 
-def track(session_id: str, *, base_url: str, api_key: str) -> None:
-    """Remembers a started session, to be stopped at exit unless :func:`untrack` is called first."""
+def track(session_id: str, *, base_url: str, api_key: str, sigterm: bool = True) -> None:
+    """Remembers a started session, to be stopped at exit unless :func:`untrack` is called first.
+
+    Args:
+        session_id: The session.
+        base_url: The API it was started on.
+        api_key: The key that started it (kept in memory only).
+        sigterm: Also stop it on ``SIGTERM`` (installs the handler).
+    """
     with _lock:
         _sessions[(base_url, session_id)] = _Tracked(session_id, base_url, api_key)
-    _install()
+    _install(sigterm=sigterm)
 
 
 def untrack(session_id: str, *, base_url: str) -> None:
     """Forgets a session (it was stopped, or its owner wants it to outlive the process)."""
     with _lock:
         _sessions.pop((base_url, session_id), None)
+        if not _sessions:
+            _uninstall_sigterm()
 
 
 def tracked() -> list[str]:
@@ -91,8 +105,8 @@ def stop_tracked_sessions() -> None:
                     url,
                     headers={
                         "Authorization": f"Bearer {entry.api_key}",
-                        "Idempotency-Key": f"ncompass-guard-{uuid.uuid4()}",
-                        "X-NCompass-Client": f"ncompass-openai/{__version__}",
+                        _headers.IDEMPOTENCY_KEY: f"ncompass-guard-{uuid.uuid4()}",
+                        _headers.CLIENT: f"ncompass-openai/{__version__}",
                     },
                 )
             except Exception as exc:
@@ -127,13 +141,13 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _install() -> None:
+def _install(*, sigterm: bool) -> None:
     global _atexit_installed, _sigterm_installed, _previous_sigterm
     with _lock:
         if not _atexit_installed:
             atexit.register(stop_tracked_sessions)
             _atexit_installed = True
-        if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        if not sigterm or _sigterm_installed or threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread: the next track() there does it
         try:
             _previous_sigterm = signal.getsignal(signal.SIGTERM)
@@ -141,6 +155,17 @@ def _install() -> None:
         except (ValueError, OSError, AttributeError):  # pragma: no cover - no SIGTERM on this platform
             return
         _sigterm_installed = True
+
+
+def _uninstall_sigterm() -> None:
+    """Give ``SIGTERM`` back to the handler that was there before (caller holds ``_lock``)."""
+    global _sigterm_installed
+    if not _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread; with no session it only chains
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:  # not replaced by someone else since
+            signal.signal(signal.SIGTERM, _previous_sigterm)
+    _sigterm_installed = False
 
 
 def _forget_in_child() -> None:

@@ -32,3 +32,5 @@ class NCompassSettings(BaseSettings):
     """Retries of a failed request, `503 model_starting` included (`NCOMPASS_MAX_RETRIES`)."""
     idle_timeout: float | None = Field(default=900.0, gt=0)
     """Idle timeout a new session asks for, seconds (`NCOMPASS_IDLE_TIMEOUT`)."""
+    stop_on_sigterm: bool = True
+    """Whether the billing guard stops sessions on `SIGTERM` (`NCOMPASS_STOP_ON_SIGTERM`; `0`: off)."""

@@ -150,3 +150,41 @@ def test_sigkill_is_covered_by_the_servers_lease(
     assert session.stop_reason == "idle_timeout"
     # Billed only until the lease ran out, not until someone noticed.
     assert session.billed_seconds < idle_timeout + 5.0
+
+
+HANDLER_CHILD = textwrap.dedent(
+    """
+    import signal, sys
+    from ncompass_openai import NCompass
+
+    def mine(signum, frame):
+        pass
+
+    signal.signal(signal.SIGTERM, mine)
+    client = NCompass() if sys.argv[1] == "default" else NCompass(stop_on_sigterm=False)
+    session = client.sessions.start()
+    print("during:", "mine" if signal.getsignal(signal.SIGTERM) is mine else "guard")
+    client.sessions.stop(session.id)
+    print("after:", "mine" if signal.getsignal(signal.SIGTERM) is mine else "guard")
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("how", "env", "during"),
+    [
+        ("default", {}, "guard"),  # installed while a session is tracked, chaining to `mine`
+        ("argument", {}, "mine"),  # NCompass(stop_on_sigterm=False)
+        ("default", {"NCOMPASS_STOP_ON_SIGTERM": "0"}, "mine"),  # the whole process opts out
+    ],
+)
+def test_the_sigterm_handler_is_restored_and_can_be_turned_off(
+    how: str, env: dict[str, str], during: str, guard_client: NCompass, base_url: str, other_api_key: str
+) -> None:
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("NCOMPASS_", "OPENAI_"))}
+    child_env.update(NCOMPASS_API_KEY=other_api_key, NCOMPASS_BASE_URL=base_url, **env)
+    proc = subprocess.run(
+        [sys.executable, "-c", HANDLER_CHILD, how], env=child_env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"during: {during}", "after: mine"]

@@ -64,7 +64,8 @@ def _record(client: Any, session: object, *, stop_at_exit: bool = True) -> None:
         return  # a raw response: the caller handles it
     base_url = str(client.base_url)
     if session.status == "active" and stop_at_exit:
-        _guard.track(session.id, base_url=base_url, api_key=client.api_key)
+        sigterm = bool(client_setting(client, "stop_on_sigterm"))
+        _guard.track(session.id, base_url=base_url, api_key=client.api_key, sigterm=sigterm)
     else:
         _guard.untrack(session.id, base_url=base_url)
 

@@ -18,6 +18,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._headers import RETRY_AFTER, SHOULD_RETRY
+
 __all__ = [
     "APIError",
     "CatchAllMiddleware",
@@ -98,7 +100,7 @@ def model_not_running(state: str, *, retry_after: float | None = None, error: st
             "`client.deployment.wait_until_running()` / `ncompass model status`.",
             type="model_not_running",
             code="model_starting",
-            headers={"Retry-After": str(seconds), "x-should-retry": "true"},
+            headers={RETRY_AFTER: str(seconds), SHOULD_RETRY: "true"},
         )
     why = f" Its last start failed: {error}." if state == "failed" and error else ""
     return APIError(
@@ -107,7 +109,7 @@ def model_not_running(state: str, *, retry_after: float | None = None, error: st
         "(`client.deployment.start()`, `ncompass model start`) and wait until it is running.",
         type="model_not_running",
         code="model_stopped",
-        headers={"x-should-retry": "false"},
+        headers={SHOULD_RETRY: "false"},
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._headers import IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED
 from ._auth import parse_authorization
 from ._db import Database
 from ._errors import error_body
@@ -23,6 +24,8 @@ from ._limits import buffered_body
 __all__ = ["RETENTION_SECONDS", "IdempotencyMiddleware", "prune_idempotency"]
 
 RETENTION_SECONDS = 24 * 3600
+_KEY_HEADER = IDEMPOTENCY_KEY.lower().encode()
+_REPLAYED_HEADER = IDEMPOTENT_REPLAYED.lower().encode()
 _NOT_STORED = {401, 408, 409, 425, 429}
 _MAX_KEY_LENGTH = 255
 _REUSED = (
@@ -50,7 +53,7 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.lower(): v for k, v in scope.get("headers") or []}
-        raw_key = headers.get(b"idempotency-key")
+        raw_key = headers.get(_KEY_HEADER)
         state = scope["app"].state
         tenant = None
         if raw_key:
@@ -72,7 +75,7 @@ class IdempotencyMiddleware:
                     f"`Idempotency-Key` is longer than {_MAX_KEY_LENGTH} characters; send a shorter "
                     "key (a UUID).",
                     "invalid_request_error",
-                    param="Idempotency-Key",
+                    param=IDEMPOTENCY_KEY,
                 ),
             )
             return
@@ -97,7 +100,7 @@ class IdempotencyMiddleware:
                             error_body(
                                 _REUSED,
                                 "invalid_request_error",
-                                param="Idempotency-Key",
+                                param=IDEMPOTENCY_KEY,
                                 code="idempotency_key_reused",
                             ),
                         )
@@ -167,6 +170,6 @@ async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
 async def _replay(send: Send, status: int, headers: list[list[str]], body: bytes) -> None:
     raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
     raw.append((b"content-length", str(len(body)).encode()))
-    raw.append((b"idempotent-replayed", b"true"))
+    raw.append((_REPLAYED_HEADER, b"true"))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

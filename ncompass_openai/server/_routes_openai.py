@@ -16,6 +16,7 @@ from openai.types import Completion, Model
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
+from .._headers import RETRY_AFTER
 from ._auth import Tenant
 from ._errors import APIError, bad_request, model_not_running, not_found
 from ._exceptions import ChatTemplateError, ContextLengthError, ModelUnavailableError, QueueFullError
@@ -105,7 +106,7 @@ def _generate(
             429,
             f"{exc} Raise the limit with `ncompass serve --max-queue-per-key`.",
             code="rate_limit_exceeded",
-            headers={"Retry-After": str(exc.retry_after)},
+            headers={RETRY_AFTER: str(exc.retry_after)},
         ) from None
     except ContextLengthError as exc:
         raise bad_request(str(exc), param=prompt_param, code="context_length_exceeded") from None
