@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import sys
-import time
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
@@ -22,13 +21,12 @@ import openai
 from openai.resources.chat.completions import Completions as _ChatCompletions
 from openai.resources.completions import Completions as _Completions
 
-from ._exceptions import DeploymentFailedError, DeploymentTimeoutError
 from ._streaming import AsyncTextStream, TextStream, open_async_text_stream, open_text_stream
 from ._validation import split_params, validate_messages, validate_prompt, validate_sampling
 
 if TYPE_CHECKING:
     from ._client import AsyncNCompass, NCompass
-    from .types import Deployment, Session
+    from .types import Session
 
 __all__ = ["CHAT_BATCH_CONCURRENCY", "AsyncLegacyMixin", "SyncLegacyMixin"]
 
@@ -43,17 +41,8 @@ _CHAT_PARAMS = frozenset(inspect.signature(_ChatCompletions.create).parameters) 
 # Errors after which the model's state is simply unknown (so "not running", 0.0.x's answer).
 _UNREACHABLE = (openai.APIConnectionError, openai.InternalServerError)
 
+# The 0.0.x wait polls sooner than the client's default: its timeout is 20 s, not 600 s.
 _FIRST_POLL = 0.25
-_MAX_POLL = 5.0
-
-
-def _wait_step(delay: float, deadline: float) -> float:
-    """Seconds to sleep before the next status poll: the backoff delay, never past the deadline.
-
-    The server's ``estimated_ready_at`` is not used: it is a pessimistic guess, and sleeping until it
-    would see a model that is ready early only seconds late.
-    """
-    return max(0.0, min(delay, deadline - time.monotonic()))
 
 
 def _sampling(max_tokens: int | None, temperature: float | None, top_p: float | None) -> dict[str, Any]:
@@ -173,30 +162,14 @@ class SyncLegacyMixin:
             return False
 
     def wait_until_model_running(self, timeout: float = 20.0) -> None:
-        """Blocks until the model is running, polling with backoff.
+        """Blocks until the model is running, polling with backoff and the server's ready estimate.
 
         Args:
             timeout: seconds to wait; then :class:`DeploymentTimeoutError` tells how to start the model
                 (``ncompass model start`` / ``nccli-start-model``) and check it.
         """
-        deployment_api = self._nc().deployment
-        deadline = time.monotonic() + timeout
-        delay = _FIRST_POLL
-        state: str | None = None
-        while True:
-            deployment: Deployment | None = None
-            with contextlib.suppress(*_UNREACHABLE):
-                deployment = deployment_api.status()
-            if deployment is not None:
-                state = deployment.state
-                if deployment.state == "running" and deployment.ready:
-                    return
-                if deployment.state == "failed":
-                    raise DeploymentFailedError(deployment.error)
-            if time.monotonic() >= deadline:
-                raise DeploymentTimeoutError(timeout, state)
-            time.sleep(_wait_step(delay, deadline))
-            delay = min(delay * 2, _MAX_POLL)
+        # The client's one poller (it follows the server's estimated_ready_at), with 0.0.x's tolerance.
+        self._nc().deployment._wait(timeout, _FIRST_POLL, None, tolerate=_UNREACHABLE)
 
     # -- completions -------------------------------------------------------------------------------
 
@@ -446,30 +419,13 @@ class AsyncLegacyMixin:
             return False
 
     async def wait_until_model_running(self, timeout: float = 20.0) -> None:
-        """Waits until the model is running, polling with backoff.
+        """Waits until the model is running, polling with backoff and the server's ready estimate.
 
         Args:
             timeout: seconds to wait; then :class:`DeploymentTimeoutError` tells how to start the model
                 (``ncompass model start`` / ``nccli-start-model``) and check it.
         """
-        deployment_api = self._nc().deployment
-        deadline = time.monotonic() + timeout
-        delay = _FIRST_POLL
-        state: str | None = None
-        while True:
-            deployment: Deployment | None = None
-            with contextlib.suppress(*_UNREACHABLE):
-                deployment = await deployment_api.status()
-            if deployment is not None:
-                state = deployment.state
-                if deployment.state == "running" and deployment.ready:
-                    return
-                if deployment.state == "failed":
-                    raise DeploymentFailedError(deployment.error)
-            if time.monotonic() >= deadline:
-                raise DeploymentTimeoutError(timeout, state)
-            await anyio.sleep(_wait_step(delay, deadline))
-            delay = min(delay * 2, _MAX_POLL)
+        await self._nc().deployment._wait(timeout, _FIRST_POLL, None, tolerate=_UNREACHABLE)
 
     @overload
     async def complete_prompt(

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from ncompass_openai._compat import httpx
 from ncompass_openai.cli._app import app
 from ncompass_openai.cli._common import error_line, format_duration, parse_time, register_secret
 from ncompass_openai.server import LocalServer
@@ -605,3 +606,66 @@ def test_interactive_chat_on_a_terminal(cli_server: LocalServer) -> None:
     text = seen.decode(errors="replace")
     assert "model>" in text
     _assert_no_secret(text)
+
+
+# -- `ncompass serve`'s flags are made from ServerSettings ------------------------------------------------
+
+
+def test_every_server_setting_has_its_flag() -> None:
+    from ncompass_openai.server import ServerSettings
+
+    ran = run(None, "serve", "--help")
+    assert ran.code == 0, ran.stderr
+    text = " ".join(ran.stdout.replace("│", " ").split())
+    for name in ServerSettings.model_fields:
+        flag = "--api-key" if name == "api_keys" else "--" + name.replace("_", "-")
+        assert flag in text, f"no {flag} for ServerSettings.{name}"
+    assert "--sweep-interval" in text  # the flag that had drifted away
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (("--max-body-bytes", "10"), "--max-body-bytes"),  # the setting refuses < 1024: so does the flag
+        (("--sweep-interval", "0"), "--sweep-interval"),  # an open bound, refused by the setting itself
+        (("--api-key", "has space"), "--api-key"),
+    ],
+)
+def test_serve_refuses_what_the_setting_refuses_naming_the_flag(args: tuple[str, ...], flag: str) -> None:
+    ran = run_subprocess(None, "serve", "--engine", "synthetic", "--port", "0", "--db", ":memory:", *args)
+    assert ran.code == 2, ran.stderr
+    assert flag in ran.stderr and "Traceback" not in ran.stderr
+
+
+def _serve_and_read_state(*args: str, env: dict[str, str]) -> str:
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("NCOMPASS_", "OPENAI_"))}
+    child_env.update(NCOMPASS_SERVER_API_KEYS=KEY, **env)
+    proc = subprocess.Popen(
+        [NCOMPASS, "serve", "--engine", "synthetic", "--port", "0", "--db", ":memory:", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=child_env,
+    )
+    try:
+        assert proc.stdout is not None
+        url = None
+        while url is None:
+            line = proc.stdout.readline()
+            assert line, "the server exited"
+            url = next((w for w in line.split() if w.startswith("http://127.0.0.1:")), None)
+        with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=10) as http:
+            state: str = http.get(url.rstrip(".,)/") + "/deployment").json()["state"]
+        return state
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_the_autostart_flag_beats_the_environment() -> None:
+    off = {"NCOMPASS_SERVER_AUTOSTART": "false"}
+    assert _serve_and_read_state(env=off) == "stopped"
+    assert _serve_and_read_state("--autostart", env=off) in ("starting", "running")
+    assert _serve_and_read_state("--no-autostart", env={}) == "stopped"

@@ -14,7 +14,7 @@ from .._version import __version__
 from ._common import ClientOptions, register_secret
 from ._deployment import book_app, model_app
 from ._generate import chat, complete
-from ._local import demo, serve
+from ._local import ServeCommand, demo, serve
 from ._sessions import session_app, usage
 
 __all__ = ["app"]
@@ -74,5 +74,5 @@ app.add_typer(book_app, rich_help_panel=_ACCOUNT)
 app.command("usage", rich_help_panel=_ACCOUNT)(usage)
 app.command("complete", rich_help_panel=_GENERATE)(complete)
 app.command("chat", rich_help_panel=_GENERATE)(chat)
-app.command("serve", rich_help_panel=_LOCAL)(serve)
+app.command("serve", cls=ServeCommand, rich_help_panel=_LOCAL)(serve)
 app.command("demo", rich_help_panel=_LOCAL)(demo)

@@ -31,6 +31,7 @@ __all__ = [
     "format_duration",
     "format_time",
     "handle_errors",
+    "is_user_error",
     "make_client",
     "options_of",
     "parse_time",
@@ -101,28 +102,32 @@ def error_line(exc: BaseException, *, key_hint: str = "--api-key") -> str:
         exc: The error.
         key_hint: How this command takes a key, for the missing-key message.
     """
-    openai = sys.modules.get("openai")
+    # Imported here, on the error path only: `ncompass --help` must not pay for openai and pydantic.
+    import openai
+    from pydantic import ValidationError
+
+    from .._exceptions import LifecycleAPIUnavailableError, MissingAPIKeyError
+
     message = str(exc)
-    if type(exc).__name__ == "MissingAPIKeyError":
+    if isinstance(exc, MissingAPIKeyError):
         # The client's message speaks to Python code (`api_key=...`); this one to a shell user.
-        env_var = getattr(exc, "env_var", "NCOMPASS_API_KEY")
-        message = f"No nCompass API key: set the {env_var} environment variable (or use {key_hint})."
-    elif type(exc).__name__ == "LifecycleAPIUnavailableError":
+        message = f"No nCompass API key: set the {exc.env_var} environment variable (or use {key_hint})."
+    elif isinstance(exc, LifecycleAPIUnavailableError):
         message = str(exc)  # its own message names the URL and the fix; the server's body says nothing
-    elif openai is not None and isinstance(exc, openai.APIStatusError):
+    elif isinstance(exc, openai.APIStatusError):
         body = exc.body
         detail = body.get("message") if isinstance(body, dict) else None
         message = f"{exc.status_code}: {detail or exc.message}"
         if exc.status_code == 401 and "NCOMPASS_API_KEY" not in message:
             message += " (check NCOMPASS_API_KEY or --api-key)"
-    elif openai is not None and isinstance(exc, openai.APIConnectionError):
+    elif isinstance(exc, openai.APIConnectionError):
         url = getattr(getattr(exc, "request", None), "url", None)
         where = f" {url.scheme}://{url.netloc.decode()}" if url is not None else ""
         message = (
             f"{exc.message.rstrip('.')}: could not reach the nCompass API{where}. Check NCOMPASS_BASE_URL "
             "(or --base-url) and that the server is running."
         )
-    elif type(exc).__name__ == "ValidationError" and hasattr(exc, "errors"):
+    elif isinstance(exc, ValidationError):
         # pydantic's multi-line report, folded to "field: problem; field: problem".
         parts = [f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()]
         message = "; ".join(parts)
@@ -138,10 +143,11 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _is_user_error(exc: BaseException) -> bool:
+def is_user_error(exc: BaseException) -> bool:
+    """An error the user can fix: a bad value, or any error of openai's or this package's."""
     if isinstance(exc, ValueError):
         return True
-    openai = sys.modules.get("openai")
+    openai = sys.modules.get("openai")  # not imported yet: no openai error can have been raised
     return openai is not None and isinstance(exc, openai.OpenAIError)
 
 
@@ -156,7 +162,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             sys.stderr.write("\nInterrupted.\n")
             raise typer.Exit(130) from None
         except Exception as exc:
-            if _is_user_error(exc):
+            if is_user_error(exc):
                 raise fail(error_line(exc)) from None
             raise
 
@@ -256,43 +262,19 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def parse_time(text: str, *, now: float | None = None) -> float:
-    """A time given on the command line: unix seconds, ISO 8601, or ``+30m`` / ``+2h`` / ``+1d`` from now.
+    """A time given on the command line (the one rule of ``ncompass_openai._time``: local unless offset).
 
     Args:
-        text: What the user typed.
+        text: What the user typed: unix seconds, ISO 8601, or ``+30m`` / ``+2h`` / ``+1d`` from now.
         now: The reference for relative times (default: the current time).
 
     Raises:
         ValueError: the text is none of the accepted forms.
     """
-    value = text.strip()
-    now = time.time() if now is None else now
-    if value.startswith("+") and len(value) > 2 and value[-1] in _UNITS:
-        try:
-            return now + float(value[1:-1]) * _UNITS[value[-1]]
-        except ValueError:
-            pass
-    else:
-        try:
-            return float(value)
-        except ValueError:
-            pass
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-        else:
-            if moment.tzinfo is None:
-                moment = moment.astimezone()  # a naive time is the user's local time
-            return moment.timestamp()
-    raise ValueError(
-        f"cannot read the time {text!r}: give unix seconds, ISO 8601 (2026-01-31T09:00, local time "
-        "unless it has an offset) or a time from now such as +30m, +2h, +1d."
-    )
+    from .._time import to_unix
+
+    return to_unix(text, "the time", now=now)
 
 
 # ---------------------------------------------------------------------------------------------------

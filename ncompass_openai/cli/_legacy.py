@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from ._common import error_line, register_secret
+from ._common import error_line, is_user_error, register_secret
 
 if TYPE_CHECKING:
     from .._client import NCompass
@@ -82,8 +82,7 @@ def _run(name: str, action: Callable[[NCompass], str], argv: Sequence[str] | Non
         sys.stderr.write("\nInterrupted.\n")
         raise SystemExit(130) from None
     except Exception as exc:
-        openai = sys.modules.get("openai")
-        if isinstance(exc, ValueError) or (openai is not None and isinstance(exc, openai.OpenAIError)):
+        if is_user_error(exc):
             sys.stderr.write(f"Error: {error_line(exc, key_hint=f'`{name} API_KEY`')}\n")
             raise SystemExit(1) from None
         raise

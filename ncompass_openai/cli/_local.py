@@ -7,10 +7,11 @@ import time
 from typing import Annotated, Any, Literal
 
 import typer
+from typer.core import TyperCommand
 
 from ._common import fail, format_duration, handle_errors, stderr_console, wait_for_model
 
-__all__ = ["demo", "serve"]
+__all__ = ["ServeCommand", "demo", "serve"]
 
 Engine = Annotated[
     Literal["llama", "synthetic"] | None,
@@ -20,94 +21,57 @@ Engine = Annotated[
 ]
 
 
-@handle_errors
-def serve(
-    host: Annotated[
-        str | None, typer.Option(help="Interface to listen on (default 127.0.0.1).", show_default=False)
-    ] = None,
-    port: Annotated[
-        int | None,
-        typer.Option(
-            help="TCP port; 0 picks a free one (default 8000).", min=0, max=65535, show_default=False
-        ),
-    ] = None,
-    engine: Engine = None,
-    model: Annotated[
-        str | None,
-        typer.Option(help="A GGUF file to serve (default: the bundled SmolLM2-135M).", show_default=False),
-    ] = None,
-    api_key: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--api-key",
-            help="A tenant key (repeatable). None: a new key is made and printed once. A key on the "
-            "command line is visible to other users of the machine: prefer NCOMPASS_SERVER_API_KEYS.",
-            show_default=False,
-        ),
-    ] = None,
-    db: Annotated[
-        str | None,
-        typer.Option(
-            help="SQLite ledger file, or :memory: (default: in the user's data directory).",
-            show_default=False,
-        ),
-    ] = None,
-    idle_shutdown: Annotated[
-        float | None,
-        typer.Option(
-            help="Stop a model after this many seconds without inference (default 7200).", show_default=False
-        ),
-    ] = None,
-    cold_start: Annotated[
-        float | None,
-        typer.Option(
-            help="Extra seconds added to each model start, like a hosted cold start.", show_default=False
-        ),
-    ] = None,
-    threads: Annotated[
-        int | None, typer.Option(help="CPU threads of the engine.", min=1, show_default=False)
-    ] = None,
-    autostart: Annotated[
-        bool, typer.Option("--autostart/--no-autostart", help="Start the model at boot.", show_default=False)
-    ] = True,
-    max_queue_per_key: Annotated[
-        int | None,
-        typer.Option(
-            help="Requests one key may have in flight before 429 (default 8).", min=1, show_default=False
-        ),
-    ] = None,
-    max_body_bytes: Annotated[
-        int | None,
-        typer.Option(
-            help="Largest request body; a larger one answers 413 (default 4 MiB).", min=1, show_default=False
-        ),
-    ] = None,
-    log_level: Annotated[
-        Literal["critical", "error", "warning", "info", "debug"] | None,
-        typer.Option(help="uvicorn's log level (default info).", show_default=False),
-    ] = None,
-) -> None:
+class ServeCommand(TyperCommand):
+    """``ncompass serve``: its flags are made from ``ServerSettings``' fields when first needed.
+
+    Built lazily, so ``ncompass --help`` (which lists only this command's name and help) imports
+    neither pydantic nor the server.
+    """
+
+    _built: TyperCommand | None = None
+
+    def _command(self) -> TyperCommand:
+        if self._built is None:
+            from ..server._settings import ServerSettings
+            from ._settings_flags import command_from_settings
+
+            function = command_from_settings(ServerSettings, _serve, names=_FLAG_NAMES, doc=self.help or "")
+            single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+            single.command(self.name)(function)
+            built = typer.main.get_command(single)
+            assert isinstance(built, TyperCommand)
+            self._built = built
+        return self._built
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        self.params = self._command().params
+        return super().get_params(ctx)
+
+    def invoke(self, ctx: Any) -> Any:
+        return self._command().invoke(ctx)
+
+
+def serve() -> None:
     """Run the local nCompass server (every flag also reads NCOMPASS_SERVER_<FLAG>)."""
-    given: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "engine": engine,
-        "model": model,
-        "api_keys": api_key or None,
-        "db": db,
-        "idle_shutdown": idle_shutdown,
-        "cold_start": cold_start,
-        "threads": threads,
-        "autostart": None if autostart else False,
-        "max_queue_per_key": max_queue_per_key,
-        "max_body_bytes": max_body_bytes,
-        "log_level": log_level,
-    }
+    # Typer only names the command: its flags and its work are ServeCommand's.
+
+
+_FLAG_NAMES = {"api_keys": "api-key"}
+
+
+@handle_errors
+def _serve(given: dict[str, Any]) -> None:
+    """Run the server with the flags given (the rest stay with the environment and the defaults)."""
+    from pydantic import ValidationError
+
     from ..server import ServerSettings
     from ..server import serve as run_server
+    from ._settings_flags import flag_error
 
-    # Only the flags given on the command line: the rest stay with the environment and the defaults.
-    settings = ServerSettings(**{name: value for name, value in given.items() if value is not None})
+    try:
+        settings = ServerSettings(**given)
+    except ValidationError as exc:
+        raise fail(flag_error(exc, _FLAG_NAMES), code=2) from None
     try:
         run_server(settings)
     except OSError as exc:

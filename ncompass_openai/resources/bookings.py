@@ -8,7 +8,6 @@ as ``datetime.timestamp()`` reads it; pass an aware datetime to be explicit. ``e
 from __future__ import annotations
 
 import builtins
-import math
 import time
 from datetime import datetime
 from functools import cached_property
@@ -20,42 +19,16 @@ from openai._resource import AsyncAPIResource, SyncAPIResource
 from openai._types import Body, Headers, Query
 
 from .._compat import httpx
+from .._time import TimeLike, to_unix
 from ..types import Booking, BookingList
 from ._common import check_id, path_id
 
 __all__ = ["AsyncBookings", "BookingList", "Bookings", "TimeLike", "to_unix"]
 
-TimeLike = datetime | float | int | str
-"""A datetime (naive: local time), a unix time in seconds, or an ISO 8601 string."""
-
-_MAX_UNIX = 1e11  # year 5138: anything above is a unix time in milliseconds by mistake
-
-
-def to_unix(name: str, value: object) -> float:
-    """Unix seconds from a datetime (naive = local time), a number of seconds or an ISO 8601 string."""
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-        except ValueError:
-            raise ValueError(
-                f"{name} is not an ISO 8601 time: {value!r}. Pass a datetime, a unix time in seconds, or a "
-                "string like '2026-01-31T09:00:00+00:00'."
-            ) from None
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a datetime or a unix time in seconds, got {type(value).__name__}.")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a unix time in seconds (>= 0), got {value!r}.")
-    if value > _MAX_UNIX:
-        raise ValueError(f"{name}={value!r} looks like milliseconds: pass a unix time in seconds.")
-    return float(value)
-
 
 def _create_body(start_at: object, end_at: object, note: object) -> dict[str, object]:
-    start = to_unix("start_at", start_at)
-    end = to_unix("end_at", end_at)
+    start = to_unix(start_at, "start_at")
+    end = to_unix(end_at, "end_at")
     if not isinstance(note, str):
         raise TypeError(f"note must be a string, got {type(note).__name__}.")
     if end <= start:

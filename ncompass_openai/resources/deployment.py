@@ -8,6 +8,7 @@ start costs few polls and a pessimistic estimate little waiting; otherwise it ba
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -66,19 +67,24 @@ class _Poller:
         self.poll_interval = float(poll_interval)
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.backoff = self.poll_interval
+        self.state: str | None = None
 
-    def verdict(self, deployment: Deployment) -> float | None:
-        """``None`` when running; else the seconds to sleep. Raises when failed or out of time."""
-        if _is_running(deployment):
-            return None
-        if deployment.state == "failed":
-            raise DeploymentFailedError(deployment.error)
+    def verdict(self, deployment: Deployment | None) -> float | None:
+        """``None`` when running; else the seconds to sleep. Raises when failed or out of time.
+
+        ``deployment`` is ``None`` when the status could not be read (a tolerated error): not running yet.
+        """
+        if deployment is not None:
+            if _is_running(deployment):
+                return None
+            if deployment.state == "failed":
+                raise DeploymentFailedError(deployment.error)
+            self.state = deployment.state
         remaining = math.inf if self.deadline is None else self.deadline - time.monotonic()
         if remaining <= 0:
-            raise DeploymentTimeoutError(self.timeout or 0.0, deployment.state)
-        until_ready = (
-            None if deployment.estimated_ready_at is None else deployment.estimated_ready_at - time.time()
-        )
+            raise DeploymentTimeoutError(self.timeout or 0.0, self.state)
+        eta = None if deployment is None else deployment.estimated_ready_at
+        until_ready = None if eta is None else eta - time.time()
         if until_ready is not None and until_ready > 0:
             # Halve the way to the estimate each time: few polls on a long start, and an estimate that
             # was pessimistic costs at most half of it.
@@ -178,13 +184,27 @@ class DeploymentResource(SyncAPIResource):
             DeploymentFailedError: The deployment went to state ``failed``.
             DeploymentTimeoutError: It was not running when the deadline passed.
         """
+        return self._wait(timeout, poll_interval, on_progress, tolerate=())
+
+    def _wait(
+        self,
+        timeout: float | None,
+        poll_interval: float,
+        on_progress: ProgressCallback | None,
+        *,
+        tolerate: tuple[type[BaseException], ...],
+    ) -> Deployment:
+        """The one wait loop (the 0.0.x API tolerates errors that leave the state unknown)."""
         poller = _Poller(timeout, poll_interval)
         while True:
-            deployment = self.status()
-            if on_progress is not None:
+            deployment: Deployment | None = None
+            with contextlib.suppress(*tolerate):
+                deployment = self.status()
+            if deployment is not None and on_progress is not None:
                 on_progress(deployment)
             delay = poller.verdict(deployment)
             if delay is None:
+                assert deployment is not None
                 return deployment
             self._sleep(delay)
 
@@ -301,15 +321,29 @@ class AsyncDeploymentResource(AsyncAPIResource):
             DeploymentFailedError: The deployment went to state ``failed``.
             DeploymentTimeoutError: It was not running when the deadline passed.
         """
+        return await self._wait(timeout, poll_interval, on_progress, tolerate=())
+
+    async def _wait(
+        self,
+        timeout: float | None,
+        poll_interval: float,
+        on_progress: AsyncProgressCallback | None,
+        *,
+        tolerate: tuple[type[BaseException], ...],
+    ) -> Deployment:
+        """The one wait loop (the 0.0.x API tolerates errors that leave the state unknown)."""
         poller = _Poller(timeout, poll_interval)
         while True:
-            deployment = await self.status()
-            if on_progress is not None:
+            deployment: Deployment | None = None
+            with contextlib.suppress(*tolerate):
+                deployment = await self.status()
+            if deployment is not None and on_progress is not None:
                 result = on_progress(deployment)
                 if isinstance(result, Awaitable):
                     await result
             delay = poller.verdict(deployment)
             if delay is None:
+                assert deployment is not None
                 return deployment
             await self._sleep(delay)
 

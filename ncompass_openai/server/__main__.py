@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from ..cli._local import serve
+from ..cli._local import ServeCommand, serve
 
 if __name__ == "__main__":
-    typer.run(serve)
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command(cls=ServeCommand)(serve)
+    app()

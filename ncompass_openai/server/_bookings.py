@@ -5,41 +5,14 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 from ._db import Database
 from ._errors import bad_request, not_found
 
-__all__ = ["BookingStore", "parse_timestamp"]
+__all__ = ["BookingStore"]
 
 _COLUMNS = "id, tenant_id, start_at, end_at, note, cancelled_at, created_at"
-
-
-def parse_timestamp(value: object, field: str) -> float:
-    """A unix time from a number or an ISO 8601 string (a time without a zone is UTC)."""
-    if isinstance(value, bool):
-        raise bad_request(f"`{field}` must be a unix time (number) or an ISO 8601 string.", param=field)
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            return float(text)
-        except ValueError:
-            pass
-        try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
-            raise bad_request(
-                f"`{field}` is not a valid ISO 8601 time: {value!r}. Use e.g. '2026-01-31T14:00:00Z' "
-                "or a unix time.",
-                param=field,
-            ) from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.timestamp()
-    raise bad_request(f"`{field}` must be a unix time (number) or an ISO 8601 string.", param=field)
 
 
 def booking_status(row: sqlite3.Row | dict[str, Any], now: float) -> str:

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .._time import to_unix
 from ..types import Booking, BookingList, Deployment, Session, SessionList
-from ._bookings import parse_timestamp
 from ._errors import bad_request
 from ._openapi import NO_BODY, answers, json_body, query_parameters
 from ._state import AuthTenant, parse_body, server_state
@@ -55,6 +55,14 @@ SessionId = Annotated[
 BookingId = Annotated[
     str, Path(description="A booking id.", json_schema_extra={"pattern": "^book_[A-Za-z0-9]+$"})
 ]
+
+
+def _server_time(value: float | str, field: str) -> float:
+    """The protocol's rule on the server: unix seconds or ISO 8601 with an offset (see ``_time``)."""
+    try:
+        return to_unix(value, f"`{field}`", naive="refuse")
+    except (ValueError, TypeError) as exc:
+        raise bad_request(str(exc), param=field) from None
 
 
 # -- sessions -------------------------------------------------------------------------------------
@@ -179,8 +187,7 @@ async def deployment_stop(request: Request, tenant: AuthTenant) -> JSONResponse:
 async def create_booking(request: Request, tenant: AuthTenant) -> JSONResponse:
     state = server_state(request)
     body = await parse_body(request, BookingCreateRequest)
-    start_at = parse_timestamp(body.start_at, "start_at")
-    end_at = parse_timestamp(body.end_at, "end_at")
+    start_at, end_at = _server_time(body.start_at, "start_at"), _server_time(body.end_at, "end_at")
     booking = state.bookings.create(tenant.id, start_at=start_at, end_at=end_at, note=body.note)
     # Look at once: a booking that starts soon needs the model started now, not at the next sweep.
     state.deployments.sweep()

@@ -21,45 +21,59 @@ def default_db_path() -> str:
 
 
 class ServerSettings(BaseSettings):
-    """Settings of the local nCompass server.
+    """Settings of the local nCompass server; each field's description is its ``ncompass serve`` flag's help.
 
     Every field can also be set with an environment variable named ``NCOMPASS_SERVER_<FIELD>``
     (``NCOMPASS_SERVER_API_KEYS`` takes a JSON list or a comma separated list); values given in code
-    or on the command line win.
-
-    Attributes:
-        host: Interface to listen on.
-        port: TCP port; 0 picks a free one.
-        engine: ``"llama"`` (the real model) or ``"synthetic"`` (fast deterministic tokens).
-        model: Path of a GGUF file for the llama engine; ``None`` serves the bundled SmolLM2.
-        api_keys: One tenant per key. Empty: keys already in the database, or a new generated one.
-        db: SQLite file of the ledger, or ``":memory:"``; ``None`` means the user's data directory.
-        idle_shutdown: Seconds without inference after which a running model is stopped.
-        cold_start: Extra seconds added to every model start, to behave like a hosted cold start.
-        threads: CPU threads of the engine; ``None`` lets the engine choose.
-        autostart: Start every tenant's deployment at boot.
-        max_queue_per_key: Requests a key may have waiting or running before it gets 429.
-        max_body_bytes: Largest request body accepted (413 above it).
-        sweep_interval: Seconds between two passes of the background sweeper (leases, idle, bookings).
-        log_level: uvicorn's log level.
+    or on the command line win. ``ncompass serve`` makes one flag of each field (``--api-key``,
+    repeatable, for ``api_keys``), so a setting and its flag cannot drift.
     """
 
     model_config = SettingsConfigDict(env_prefix="NCOMPASS_SERVER_", extra="ignore")
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    engine: Literal["llama", "synthetic"] = "llama"
-    model: str | None = None
-    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)
-    db: str | None = None
-    idle_shutdown: float = Field(default=7200.0, gt=0)
-    cold_start: float = Field(default=0.0, ge=0)
-    threads: int | None = Field(default=None, ge=1)
-    autostart: bool = True
-    max_queue_per_key: int = Field(default=8, ge=1)
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    sweep_interval: float = Field(default=1.0, gt=0)
-    log_level: str = "info"
+    host: str = Field(default="127.0.0.1", description="Interface to listen on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port; 0 picks a free one and prints it.")
+    engine: Literal["llama", "synthetic"] = Field(
+        default="llama",
+        description="llama (the real SmolLM2 model) or synthetic (fast deterministic tokens).",
+    )
+    model: str | None = Field(
+        default=None, description="A GGUF file for the llama engine (default: the bundled SmolLM2-135M)."
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        repr=False,
+        description="A tenant key (repeatable: one tenant per key). None: the keys in the ledger, else a new "
+        "one, printed once. A key on the command line is visible to other users of the machine: prefer "
+        "NCOMPASS_SERVER_API_KEYS.",
+    )
+    db: str | None = Field(
+        default=None, description="SQLite ledger file, or :memory: (default: in the user's data directory)."
+    )
+    idle_shutdown: float = Field(
+        default=7200.0, gt=0, description="Seconds without inference after which a running model is stopped."
+    )
+    cold_start: float = Field(
+        default=0.0, ge=0, description="Extra seconds added to every model start, like a hosted cold start."
+    )
+    threads: int | None = Field(
+        default=None, ge=1, description="CPU threads of the engine (default: its choice)."
+    )
+    autostart: bool = Field(default=True, description="Start every tenant's model at boot.")
+    max_queue_per_key: int = Field(
+        default=8, ge=1, description="Requests one key may have queued or running; one more answers 429."
+    )
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="Largest request body; a larger one answers 413."
+    )
+    sweep_interval: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between two passes of the sweeper (leases, idle models, bookings).",
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        default="info", description="uvicorn's log level (no key and no prompt text is logged at info)."
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
