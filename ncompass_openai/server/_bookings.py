@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from ._db import Database
-from ._errors import bad_request, not_found
+from ._exceptions import InvalidRequest, NotFound
 
 __all__ = ["BookingStore"]
 
@@ -38,9 +38,9 @@ class BookingStore:
     def create(self, tenant_id: str, *, start_at: float, end_at: float, note: str) -> dict[str, Any]:
         now = time.time()
         if end_at <= start_at:
-            raise bad_request("`end_at` must come after `start_at`.", param="end_at")
+            raise InvalidRequest("`end_at` must come after `start_at`.", param="end_at")
         if end_at <= now:
-            raise bad_request("`end_at` is in the past: a booking must end in the future.", param="end_at")
+            raise InvalidRequest("`end_at` is in the past: a booking must end in the future.", param="end_at")
         booking_id = "book_" + secrets.token_hex(12)
         self._db.execute(
             "INSERT INTO bookings (id, tenant_id, start_at, end_at, note, created_at) "
@@ -52,7 +52,7 @@ class BookingStore:
     def get(self, tenant_id: str, booking_id: str) -> dict[str, Any]:
         row = self._db.fetchone(f"SELECT {_COLUMNS} FROM bookings WHERE id=?", (booking_id,))
         if row is None or row["tenant_id"] != tenant_id:
-            raise not_found(
+            raise NotFound(
                 f"No booking `{booking_id}` for this API key. List yours with `GET /v1/deployment/bookings`.",
                 param="id",
                 code="booking_not_found",

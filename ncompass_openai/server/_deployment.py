@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from ._bookings import BookingStore
 from ._db import Database
-from ._errors import model_not_running
+from ._exceptions import ModelNotRunning
 
 __all__ = ["DeploymentManager"]
 
@@ -150,8 +150,8 @@ class DeploymentManager:
             return
         if dep.state == "starting":
             eta = (dep.estimated_ready_at or time.time()) - time.time()
-            raise model_not_running("starting", retry_after=max(1.0, eta))
-        raise model_not_running(dep.state, error=dep.error)
+            raise ModelNotRunning("starting", retry_after=max(1.0, eta))
+        raise ModelNotRunning(dep.state, error=dep.error)
 
     def note_request(self, tenant_id: str) -> None:
         """An inference request arrived: it resets the idle clock (kept in the ledger)."""

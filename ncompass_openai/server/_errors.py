@@ -19,15 +19,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._headers import RETRY_AFTER, SHOULD_RETRY
+from ._exceptions import InvalidRequest, ModelNotRunning, NotFound, QueueFullError
 
 __all__ = [
     "APIError",
     "CatchAllMiddleware",
+    "answer_for",
     "bad_request",
     "error_body",
     "install_error_handlers",
     "model_not_running",
-    "not_found",
 ]
 
 logger = logging.getLogger("ncompass_openai.server")
@@ -86,8 +87,27 @@ def bad_request(message: str, *, param: str | None = None, code: str | None = No
     return APIError(400, message, param=param, code=code)
 
 
-def not_found(message: str, *, param: str | None = None, code: str | None = None) -> APIError:
-    return APIError(404, message, param=param, code=code)
+def answer_for(exc: BaseException) -> APIError | None:
+    """The protocol's answer to a domain error (``_exceptions.py``); ``None`` for anything else.
+
+    The one place where what the server's parts raise becomes a status, a body and headers.
+    """
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, InvalidRequest):
+        return APIError(400, exc.message, param=exc.param, code=exc.code)
+    if isinstance(exc, NotFound):
+        return APIError(404, exc.message, param=exc.param, code=exc.code)
+    if isinstance(exc, ModelNotRunning):
+        return model_not_running(exc.state, retry_after=exc.retry_after, error=exc.error)
+    if isinstance(exc, QueueFullError):
+        return APIError(
+            429,
+            f"{exc} Raise the limit with `ncompass serve --max-queue-per-key`.",
+            code="rate_limit_exceeded",
+            headers={RETRY_AFTER: str(exc.retry_after)},
+        )
+    return None
 
 
 def model_not_running(state: str, *, retry_after: float | None = None, error: str | None = None) -> APIError:
@@ -174,9 +194,13 @@ def validation_message(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | 
 def install_error_handlers(app: FastAPI) -> None:
     """Every error path of the app answers in OpenAI's shape; nothing leaks a traceback."""
 
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return exc.response()
+    async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+        answer = answer_for(exc)
+        assert answer is not None  # registered for the classes answer_for maps
+        return answer.response()
+
+    for kind in (APIError, InvalidRequest, NotFound, ModelNotRunning, QueueFullError):
+        app.add_exception_handler(kind, _domain_error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

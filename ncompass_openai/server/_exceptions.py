@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from ._chat_template import ChatTemplateError
 
-__all__ = ["ChatTemplateError", "ContextLengthError", "ModelUnavailableError", "QueueFullError"]
+__all__ = [
+    "ChatTemplateError",
+    "ContextLengthError",
+    "InvalidRequest",
+    "ModelNotRunning",
+    "ModelUnavailableError",
+    "NotFound",
+    "QueueFullError",
+]
 
 
 class QueueFullError(Exception):
@@ -39,3 +47,39 @@ class ContextLengthError(ValueError):
 
 class ModelUnavailableError(RuntimeError):
     """The model is not loaded (or was unloaded while the request waited): the route answers 503."""
+
+
+class InvalidRequest(ValueError):
+    """A request the server refuses: ``param`` names the field to change (answered 400)."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class NotFound(LookupError):
+    """An unknown model or id, or another tenant's id (answered 404 with ``code``)."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class ModelNotRunning(Exception):
+    """The tenant's deployment cannot answer now (answered 503 ``model_starting`` or ``model_stopped``).
+
+    Args:
+        state: The deployment's state.
+        retry_after: Seconds until it should be ready (``starting`` only).
+        error: Why its last start failed (``failed`` only).
+    """
+
+    def __init__(self, state: str, *, retry_after: float | None = None, error: str | None = None) -> None:
+        super().__init__(f"The model is not running (state: {state}).")
+        self.state = state
+        self.retry_after = retry_after
+        self.error = error

@@ -10,9 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .._time import to_unix
 from ..types import Booking, BookingList, Deployment, Session, SessionList
-from ._errors import bad_request
-from ._openapi import NO_BODY, answers, json_body, query_parameters
-from ._state import AuthTenant, parse_body, server_state
+from ._exceptions import InvalidRequest
+from ._openapi import NO_BODY, answers, query_parameters
+from ._openapi import json_body as documented_body
+from ._state import AuthTenant, json_body, server_state
 
 __all__ = ["REQUEST_MODELS", "router"]
 
@@ -39,11 +40,15 @@ class SessionStartRequest(BaseModel):
         return value
 
 
+# Unix seconds (above 1e11 is milliseconds by mistake), or ISO 8601 with an offset (see `_time`).
+_Time = Annotated[float, Field(ge=0, le=1e11)] | str
+
+
 class BookingCreateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    start_at: float | str
-    end_at: float | str
+    start_at: _Time
+    end_at: _Time
     note: str = Field(default="", max_length=1000)
 
 
@@ -62,7 +67,7 @@ def _server_time(value: float | str, field: str) -> float:
     try:
         return to_unix(value, f"`{field}`", naive="refuse")
     except (ValueError, TypeError) as exc:
-        raise bad_request(str(exc), param=field) from None
+        raise InvalidRequest(str(exc), param=field) from None
 
 
 # -- sessions -------------------------------------------------------------------------------------
@@ -72,11 +77,14 @@ def _server_time(value: float | str, field: str) -> float:
     "/v1/sessions",
     response_model=None,
     responses=answers(Session, statuses=(201, 200)),
-    openapi_extra=json_body(SessionStartRequest, required=False),
+    openapi_extra=documented_body(SessionStartRequest, required=False),
 )
-async def start_session(request: Request, tenant: AuthTenant) -> JSONResponse:
+async def start_session(
+    request: Request,
+    tenant: AuthTenant,
+    body: Annotated[SessionStartRequest, json_body(SessionStartRequest, optional=True)],
+) -> JSONResponse:
     state = server_state(request)
-    body = await parse_body(request, SessionStartRequest, optional=True)
     data, created = state.sessions.start(
         tenant.id, idle_timeout=body.idle_timeout, max_duration=body.max_duration, metadata=body.metadata
     )
@@ -101,12 +109,12 @@ async def list_sessions(request: Request, tenant: AuthTenant) -> dict[str, Any]:
     # An empty `status=` or `limit=` is a mistake, not "no filter": refused like any other value.
     status = request.query_params.get("status")
     if status is not None and status not in ("active", "stopped"):
-        raise bad_request(f"`status` must be 'active' or 'stopped', not {status!r}.", param="status")
+        raise InvalidRequest(f"`status` must be 'active' or 'stopped', not {status!r}.", param="status")
     raw_limit = request.query_params.get("limit")
     limit = 20
     if raw_limit is not None:
         if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= _MAX_LIST:
-            raise bad_request(f"`limit` must be a whole number from 1 to {_MAX_LIST}.", param="limit")
+            raise InvalidRequest(f"`limit` must be a whole number from 1 to {_MAX_LIST}.", param="limit")
         limit = int(raw_limit)
     rows = state.sessions.list_for(tenant.id, status=status, limit=limit)
     return {"object": "list", "data": [state.sessions.to_json(r) for r in rows]}
@@ -182,11 +190,14 @@ async def deployment_stop(request: Request, tenant: AuthTenant) -> JSONResponse:
     status_code=201,
     response_model=None,
     responses=answers(Booking, statuses=(201,)),
-    openapi_extra=json_body(BookingCreateRequest),
+    openapi_extra=documented_body(BookingCreateRequest),
 )
-async def create_booking(request: Request, tenant: AuthTenant) -> JSONResponse:
+async def create_booking(
+    request: Request,
+    tenant: AuthTenant,
+    body: Annotated[BookingCreateRequest, json_body(BookingCreateRequest)],
+) -> JSONResponse:
     state = server_state(request)
-    body = await parse_body(request, BookingCreateRequest)
     start_at, end_at = _server_time(body.start_at, "start_at"), _server_time(body.end_at, "end_at")
     booking = state.bookings.create(tenant.id, start_at=start_at, end_at=end_at, note=body.note)
     # Look at once: a booking that starts soon needs the model started now, not at the next sweep.

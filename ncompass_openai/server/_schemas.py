@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ._errors import bad_request
+from ._exceptions import InvalidRequest
 
 __all__ = ["ChatCompletionRequest", "ChatMessage", "CompletionRequest", "StreamOptions"]
 
@@ -80,7 +80,7 @@ class _Sampling(_Strict):
     def check(self) -> None:
         """Conflicts between fields: a 400 naming the field to change."""
         if self.stream_options is not None and not self.stream:
-            raise bad_request(
+            raise InvalidRequest(
                 "`stream_options` is only allowed together with `stream: true`.", param="stream_options"
             )
 
@@ -129,7 +129,9 @@ class CompletionRequest(_Sampling):
         """Conflicts between fields: a 400 naming the field to change."""
         super().check()
         if self.best_of is not None and self.best_of != self.n:
-            raise bad_request("`best_of` is not supported unless it equals `n`; remove it.", param="best_of")
+            raise InvalidRequest(
+                "`best_of` is not supported unless it equals `n`; remove it.", param="best_of"
+            )
 
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
@@ -188,13 +190,13 @@ class ChatCompletionRequest(_Sampling):
         """Conflicts between fields: a 400 naming the field to change."""
         super().check()
         if self.add_generation_prompt and self.continue_final_message:
-            raise bad_request(
+            raise InvalidRequest(
                 "`add_generation_prompt` and `continue_final_message` cannot both be true: set "
                 "`add_generation_prompt: false` to continue the final message.",
                 param="continue_final_message",
             )
         if self.continue_final_message and self.messages[-1].role != "assistant":
-            raise bad_request(
+            raise InvalidRequest(
                 "`continue_final_message` needs the last message to be the assistant's.",
                 param="continue_final_message",
             )
@@ -203,7 +205,7 @@ class ChatCompletionRequest(_Sampling):
             and self.max_completion_tokens is not None
             and self.max_tokens != self.max_completion_tokens
         ):
-            raise bad_request(
+            raise InvalidRequest(
                 "`max_tokens` and `max_completion_tokens` disagree; send only one.", param="max_tokens"
             )
 

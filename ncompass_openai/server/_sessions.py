@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from ._db import Database
-from ._errors import not_found
+from ._exceptions import NotFound
 
 __all__ = ["SessionStore"]
 
@@ -82,7 +82,7 @@ class SessionStore:
         row = self._row(session_id)
         # Another tenant's id answers exactly like an unknown one.
         if row is None or row["tenant_id"] != tenant_id:
-            raise not_found(
+            raise NotFound(
                 f"No session `{session_id}` for this API key. List yours with `GET /v1/sessions`.",
                 param="id",
                 code="session_not_found",

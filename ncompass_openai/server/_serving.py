@@ -1,0 +1,244 @@
+"""What the completion and chat serving modules share: admission, the envelope, collecting, streaming.
+
+Each API surface has its own serving module (``_serving_completions.py``, ``_serving_chat.py``) that
+builds its answers and chunks; the routes in ``_routes_openai.py`` only bind the request and call it.
+The runtime's errors become domain errors here (with the field they concern); ``_errors.py`` maps
+those to HTTP, also when they happen after a stream has begun.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from . import _sse
+from ._auth import Tenant
+from ._errors import answer_for, error_body, model_not_running
+from ._exceptions import ContextLengthError, InvalidRequest, ModelNotRunning, ModelUnavailableError, NotFound
+from ._runtime import GenerationStream, SamplingParams
+from ._schemas import ChatCompletionRequest, CompletionRequest
+from ._state import ServerState
+
+__all__ = [
+    "Collected",
+    "Envelope",
+    "admit",
+    "collect",
+    "generate",
+    "sampling",
+    "stream_events",
+    "unknown_model",
+]
+
+logger = logging.getLogger("ncompass_openai.server")
+
+ChunkEncoder = Callable[[int, str, "str | None"], str]
+"""``encode(index, text, finish_reason)``: the SSE event(s) of one generation event."""
+
+
+def unknown_model(state: ServerState, model: str) -> NotFound:
+    return NotFound(
+        f"The model `{model}` does not exist or you do not have access to it. This key's model is "
+        f"`{state.runtime.model_id}` (see `GET /v1/models`).",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def admit(state: ServerState, tenant: Tenant, model: str) -> None:
+    """Checks shared by both inference routes, in the order a caller can act on them."""
+    if model != state.runtime.model_id:
+        raise unknown_model(state, model)
+    state.deployments.require_running(tenant.id)
+    state.deployments.note_request(tenant.id)
+
+
+def not_running(state: ServerState, tenant: Tenant) -> ModelNotRunning:
+    return ModelNotRunning(state.deployments.state(tenant.id))
+
+
+def sampling(req: CompletionRequest | ChatCompletionRequest, max_tokens: int) -> SamplingParams:
+    top_k = req.top_k if req.top_k not in (None, 0) else -1
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=-1 if top_k is None else top_k,
+        min_p=0.0 if req.min_p is None else req.min_p,
+        repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
+        seed=req.seed,
+    )
+
+
+def generate(
+    state: ServerState,
+    tenant: Tenant,
+    prompts: list[str],
+    params: SamplingParams,
+    req: CompletionRequest | ChatCompletionRequest,
+    prompt_param: str,
+) -> GenerationStream:
+    """Queue the generation; ``prompt_param`` is the field a too-long prompt is blamed on."""
+    try:
+        return state.runtime.generate(tenant.id, prompts, params, n=req.n, stop=req.stop_list())
+    except ContextLengthError as exc:
+        raise InvalidRequest(str(exc), param=prompt_param, code="context_length_exceeded") from None
+    except ModelUnavailableError:
+        raise not_running(state, tenant) from None
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+class Envelope:
+    """What the answer and every chunk of one request share: ``id``, ``object``, ``created``, ``model``."""
+
+    def __init__(self, id_prefix: str, obj: str, chunk_obj: str, model: str) -> None:
+        self.fields: dict[str, Any] = {
+            "id": id_prefix + secrets.token_hex(12),
+            "object": obj,
+            "created": int(time.time()),
+            "model": model,
+        }
+        self.chunk_fields = {**self.fields, "object": chunk_obj}
+
+    def response(
+        self, choices: list[dict[str, Any]], prompt_tokens: int, completion_tokens: int
+    ) -> JSONResponse:
+        return JSONResponse(
+            {**self.fields, "choices": choices, "usage": usage(prompt_tokens, completion_tokens)}
+        )
+
+    def chunk(self, choice: dict[str, Any], *, with_usage: bool) -> str:
+        """One SSE event of one choice; ``usage: null`` when the request asked for a usage chunk."""
+        chunk = {**self.chunk_fields, "choices": [choice]}
+        if with_usage:
+            chunk["usage"] = None
+        return _sse.event(chunk)
+
+    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> str:
+        return _sse.event(
+            {**self.chunk_fields, "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
+        )
+
+
+@dataclass(frozen=True)
+class Collected:
+    """A whole answer: the text and finish reason of each choice, and the completion tokens in all."""
+
+    texts: list[str]
+    finish: list[str | None]
+    completion_tokens: int
+
+
+async def _close(stream: GenerationStream) -> None:
+    # Shielded: this runs while a cancelled stream unwinds, and must still free the queue place.
+    with anyio.CancelScope(shield=True):
+        await stream.aclose()
+
+
+async def collect(
+    request: Request, state: ServerState, tenant: Tenant, stream: GenerationStream, total: int
+) -> Collected | None:
+    """Gather a whole answer; ``None`` when the client hung up (its generation stopped at once)."""
+    result: Collected | None = None
+    failure: Exception | None = None
+    async with anyio.create_task_group() as group:
+
+        async def watch_disconnect() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch_disconnect)
+        try:
+            result = await _gather(state, tenant, stream, total)
+        except Exception as exc:
+            failure = exc  # raised below, outside the group, so it is not wrapped in an ExceptionGroup
+        finally:
+            group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return result
+
+
+async def _gather(state: ServerState, tenant: Tenant, stream: GenerationStream, total: int) -> Collected:
+    parts: list[list[str]] = [[] for _ in range(total)]
+    finish: list[str | None] = [None] * total
+    tokens = [0] * total
+    try:
+        async for event in stream:
+            parts[event.index].append(event.text)
+            tokens[event.index] = event.completion_tokens
+            if event.finish_reason is not None:
+                finish[event.index] = event.finish_reason
+    except ModelUnavailableError:
+        raise not_running(state, tenant) from None
+    finally:
+        await _close(stream)
+        state.sessions.record_usage(tenant.id, stream.prompt_tokens, sum(tokens))
+    return Collected(["".join(p) for p in parts], finish, sum(tokens))
+
+
+def _error_event(exc: BaseException) -> str:
+    """The one ``data: {"error": ...}`` event that ends a stream that failed after it had begun."""
+    answer = answer_for(exc)
+    if answer is not None:
+        return _sse.event(answer.body())
+    if isinstance(exc, ModelUnavailableError):
+        body = model_not_running("stopped").body()
+        body["error"]["message"] = f"{exc} The stream is incomplete; start the model and retry."
+        return _sse.event(body)
+    logger.exception("Generation failed mid-stream", exc_info=exc)
+    return _sse.event(
+        error_body(
+            "The server hit an internal error while streaming; the answer is incomplete. Retry the request.",
+            "server_error",
+        )
+    )
+
+
+async def stream_events(
+    state: ServerState,
+    tenant: Tenant,
+    stream: GenerationStream,
+    head: list[str],
+    encode: ChunkEncoder,
+    usage_chunk: Callable[[int, int], str] | None,
+) -> AsyncIterator[str]:
+    """The SSE body: ``head`` events, one event per generation event, the usage chunk, ``[DONE]``.
+
+    An error after the first byte becomes one ``data: {"error": ...}`` event, then the stream ends.
+    """
+    completion_tokens: dict[int, int] = {}
+    failed: BaseException | None = None
+    try:
+        for chunk in head:
+            yield chunk
+        async for event in stream:
+            completion_tokens[event.index] = event.completion_tokens
+            yield encode(event.index, event.text, event.finish_reason)
+    except Exception as exc:
+        failed = exc
+    finally:
+        await _close(stream)
+        state.sessions.record_usage(tenant.id, stream.prompt_tokens, sum(completion_tokens.values()))
+    if failed is not None:
+        yield _error_event(failed)
+        return
+    if usage_chunk is not None:
+        yield usage_chunk(stream.prompt_tokens, sum(completion_tokens.values()))
+    yield _sse.DONE

@@ -1,0 +1,56 @@
+"""``POST /v1/completions``: builds the answer, or the stream of ``text_completion`` chunks."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from . import _sse
+from ._auth import Tenant
+from ._schemas import CompletionRequest
+from ._serving import Envelope, admit, collect, generate, sampling, stream_events
+from ._state import ServerState
+
+__all__ = ["serve_completion"]
+
+_DEFAULT_MAX_TOKENS = 16  # OpenAI's
+
+
+async def serve_completion(
+    request: Request, state: ServerState, tenant: Tenant, req: CompletionRequest
+) -> Response:
+    """Answer one completion request (a list prompt is one batch, ``n`` choices per prompt)."""
+    req.check()
+    admit(state, tenant, req.model)
+    prompts = req.prompts()
+    total = len(prompts) * req.n
+    stream = generate(
+        state, tenant, prompts, sampling(req, req.max_tokens or _DEFAULT_MAX_TOKENS), req, "prompt"
+    )
+    env = Envelope("cmpl-", "text_completion", "text_completion", state.runtime.model_id)
+
+    if not req.stream:
+        collected = await collect(request, state, tenant, stream, total)
+        if collected is None:
+            return Response(status_code=499)  # nobody is listening; the status only shows in logs
+        choices = [
+            {
+                "index": i,
+                "text": prompts[i // req.n] + text if req.echo else text,
+                "logprobs": None,
+                "finish_reason": collected.finish[i],
+            }
+            for i, text in enumerate(collected.texts)
+        ]
+        return env.response(choices, stream.prompt_tokens, collected.completion_tokens)
+
+    with_usage = req.include_usage()
+
+    def encode(index: int, text: str, finish_reason: str | None) -> str:
+        choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
+        return env.chunk(choice, with_usage=with_usage)
+
+    head = [encode(i, prompts[i // req.n], None) for i in range(total)] if req.echo else []
+    return _sse.response(
+        stream_events(state, tenant, stream, head, encode, env.usage_chunk if with_usage else None)
+    )

@@ -1,0 +1,25 @@
+"""Server-Sent Events framing, done once: ``data: <json>`` events and the final ``data: [DONE]``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi.responses import StreamingResponse
+
+__all__ = ["DONE", "event", "response"]
+
+DONE = "data: [DONE]\n\n"
+_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def event(payload: Any) -> str:
+    """One event carrying ``payload`` as compact JSON."""
+    return f"data: {_dumps(payload)}\n\n"
+
+
+def response(body: AsyncIterator[str]) -> StreamingResponse:
+    """A streamed answer of events (no caching, no proxy buffering)."""
+    return StreamingResponse(body, media_type="text/event-stream", headers=_HEADERS)
