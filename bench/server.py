@@ -8,28 +8,42 @@ noise hits all of them alike; the report gives medians and their ratios. Reads n
    prompt (goal: >= 0.9x);
 2. a batch of 8 prompts in one request vs the same 8 prompts as 8 sequential requests (goal: <= 0.6x);
 3. 8 concurrent streams: do all progress together, and the worst time to first token vs one stream alone.
+4. the synthetic engine's requests/s at concurrency 64, with and without ``Idempotency-Key``: this tree vs
+   a baseline revision (default: the last one whose ledger writes ran on the event loop), each server
+   in its own process on a ledger file, the baseline from a ``git worktree`` of that revision.
 
-    .venv/bin/python bench/server.py [--rounds 5] [--threads N]
+    .venv/bin/python bench/server.py [--rounds 5] [--threads N] [--baseline REV]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import re
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import openai
 
+from ncompass_openai._compat import httpx
 from ncompass_openai.server import LocalServer
 from ncompass_openai.server.engines._base import GenerationControl, SamplingParams, SequenceRequest
 from ncompass_openai.server.engines.llama import LlamaEngine
 
 KEY = "nc-bench-key-0123456789"
 RESULTS = Path(__file__).parent / "results" / "server.txt"
+ROOT = Path(__file__).resolve().parents[1]
+# The last revision whose ledger writes ran on the event loop (issue: "no blocking SQLite on the loop").
+LEDGER_BASELINE = "30cb203"
 STREAM_PROMPT = "<|im_start|>user\nWrite a long story about a dragon.<|im_end|>\n<|im_start|>assistant\n"
 BATCH_PROMPTS = [
     f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
@@ -148,12 +162,98 @@ def interleave(
     return out
 
 
+@contextmanager
+def server_process(source: Path, db: Path) -> Iterator[str]:
+    """``python -m ncompass_openai.server`` (synthetic engine) importing the package from ``source``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NCOMPASS_", "OPENAI_"))}
+    env["PYTHONPATH"] = str(source)
+    cmd = [sys.executable, "-m", "ncompass_openai.server", "--engine", "synthetic", "--port", "0"]
+    cmd += ["--db", str(db), "--api-key", KEY, "--log-level", "warning", "--max-queue-per-key", "128"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            found = re.search(r"listening on (http://\S+/v1)", line)
+            if found:
+                yield found.group(1)
+                break
+        else:
+            raise RuntimeError("the server did not start")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+async def load(base_url: str, requests: int, concurrency: int, idempotent: bool) -> float:
+    """Requests/s of ``requests`` one-token completions sent ``concurrency`` at a time (raw httpx)."""
+    body = b'{"model":"synthetic","prompt":"hi","max_tokens":1}'
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=60) as http:
+        await http.post("/sessions", content=b"{}")  # an active session: every request renews its lease
+        left = requests
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                extra = {"Idempotency-Key": uuid.uuid4().hex} if idempotent else {}
+                answer = await http.post("/completions", content=body, headers=extra)
+                assert answer.status_code == 200, answer.text
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return requests / (time.perf_counter() - started)
+
+
+def ledger_section(report: Callable[[str], None], rounds: int, baseline: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        worktree = Path(tmp) / "baseline"
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), baseline],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            results: dict[str, list[float]] = {}
+            with (
+                server_process(worktree, Path(tmp) / "before.sqlite3") as before,
+                server_process(ROOT, Path(tmp) / "after.sqlite3") as after,
+            ):
+                variants = {
+                    f"before ({baseline}), no key": (before, False),
+                    "after, no key": (after, False),
+                    f"before ({baseline}), Idempotency-Key": (before, True),
+                    "after, Idempotency-Key": (after, True),
+                }
+                for url, _ in {v[0]: v for v in variants.values()}.values():
+                    asyncio.run(load(url, 200, 64, True))  # warm-up
+                for _ in range(rounds):
+                    for name, (url, idempotent) in variants.items():
+                        results.setdefault(name, []).append(asyncio.run(load(url, 1500, 64, idempotent)))
+        finally:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=False
+            )
+    med = {name: statistics.median(v) for name, v in results.items()}
+    names = list(med)
+    report("4. ledger writes off the event loop: synthetic engine, 1-token completions, concurrency 64")
+    report(f"   {'variant':<40}{'median req/s':>14}")
+    for name in names:
+        report(f"   {name:<40}{med[name]:>14.0f}")
+    report(f"   ratio after / before, no key: {med[names[1]] / med[names[0]]:.2f}x")
+    report(f"   ratio after / before, Idempotency-Key: {med[names[3]] / med[names[2]]:.2f}x")
+    report(f"   cost of the idempotency record, after: {1 - med[names[3]] / med[names[1]]:.0%} of req/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="engine threads (default: the engine's)")
     parser.add_argument("--stream-tokens", type=int, default=96)
     parser.add_argument("--batch-tokens", type=int, default=32)
+    parser.add_argument("--baseline", default=LEDGER_BASELINE, help="revision to compare the ledger with")
+    parser.add_argument("--only-ledger", action="store_true", help="run section 4 only")
     args = parser.parse_args()
 
     lines: list[str] = []
@@ -161,6 +261,10 @@ def main() -> None:
     def report(line: str = "") -> None:
         print(line, flush=True)
         lines.append(line)
+
+    if args.only_ledger:
+        ledger_section(report, args.rounds, args.baseline)
+        return
 
     direct = LlamaEngine(threads=args.threads)
     direct.load()
@@ -225,6 +329,8 @@ def main() -> None:
         report(f"   one stream alone: {single_ttft:.2f} s; max TTFT / alone: {max_ttft / single_ttft:.1f}x")
         report(f"   wall time of the 8 streams: {statistics.median(c['wall'] for c in conc):.2f} s")
     direct.unload()
+    report()
+    ledger_section(report, args.rounds, args.baseline)
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")

@@ -70,8 +70,8 @@ def create_app(settings: ServerSettings | None = None, *, engine: Engine | None 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        prune_idempotency(db)
-        state.sessions.sweep()  # sessions that lapsed while the server was down stop at their lapse
+        await db.run(prune_idempotency, db)
+        await db.run(state.sessions.sweep)  # sessions that lapsed while the server was down stop then
         deployments.restore([t.id for t in tenants.tenants], autostart=settings.autostart)
         sweeper = asyncio.create_task(_sweep_forever(state))
         try:
@@ -95,11 +95,8 @@ def create_app(settings: ServerSettings | None = None, *, engine: Engine | None 
         openapi_url=None,
     )
     app.state.server = state
-    # Also reachable where only the ASGI scope is at hand (the idempotency middleware).
-    app.state.db = db
-    app.state.tenants = tenants
     install_error_handlers(app)
-    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(IdempotencyMiddleware, db=db, tenants=tenants)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)
 
@@ -160,10 +157,10 @@ async def _sweep_forever(state: ServerState) -> None:
     while True:
         await asyncio.sleep(state.settings.sweep_interval)
         try:
-            state.sessions.sweep()
+            await state.db.run(state.sessions.sweep)
             state.deployments.sweep()
             if time.monotonic() - last_prune > _PRUNE_EVERY:
-                prune_idempotency(state.db)
+                await state.db.run(prune_idempotency, state.db)
                 last_prune = time.monotonic()
         except Exception:
             logger.exception("The background sweeper failed; it will try again")

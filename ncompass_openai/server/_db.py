@@ -1,20 +1,28 @@
 """The durable ledger: one SQLite file (WAL) holding tenants, sessions, bookings, deployments, replays.
 
-One connection shared by the event loop and the worker threads, guarded by a lock: every statement
-is short, and WAL with ``synchronous=NORMAL`` keeps each committed write across a crash of the
-process (SIGKILL), which is what the billing promise needs.
+One connection, guarded by a lock. The request path never touches it from the event loop: it awaits
+:meth:`Database.run`, which runs the store call on the ledger's own thread, so a slow disk (a WAL
+checkpoint, a busy file system) delays that request only, never the loop and every other stream.
+Each write commits before ``run`` returns, and WAL with ``synchronous=NORMAL`` keeps each committed
+write across a crash of the process (SIGKILL): a 2xx is sent only after the write it reports is in.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 __all__ = ["Database"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
@@ -84,6 +92,8 @@ class Database:
         if path != ":memory:":
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        # One thread: the ledger's statements run one after another, in the order they were asked for.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ncompass-ledger")
         # isolation_level=None: autocommit; multi-statement changes use `transaction()`.
         self._conn = sqlite3.connect(
             path if path == ":memory:" else str(Path(path).expanduser()),
@@ -124,6 +134,12 @@ class Database:
                 raise
             self._conn.execute("COMMIT")
 
+    async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn`` (a store call) on the ledger's thread and await its result."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, functools.partial(fn, *args, **kwargs))
+
     def close(self) -> None:
+        self._thread.shutdown(wait=True)
         with self._lock:
             self._conn.close()

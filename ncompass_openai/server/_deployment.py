@@ -153,10 +153,14 @@ class DeploymentManager:
             raise ModelNotRunning("starting", retry_after=max(1.0, eta))
         raise ModelNotRunning(dep.state, error=dep.error)
 
-    def note_request(self, tenant_id: str) -> None:
-        """An inference request arrived: it resets the idle clock (kept in the ledger)."""
+    def note_request(self, tenant_id: str) -> float:
+        """An inference request arrived: it resets the idle clock; returns the time to persist."""
         now = time.time()
         self._dep(tenant_id).last_request_at = now
+        return now
+
+    def persist_request(self, tenant_id: str, now: float) -> None:
+        """Keep the idle clock in the ledger (on the ledger's thread: see ``Database.run``)."""
         self._db.execute(
             "INSERT INTO deployments (tenant_id, desired, last_request_at, updated_at) "
             "VALUES (?, 'running', ?, ?) "

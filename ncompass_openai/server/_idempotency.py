@@ -16,9 +16,9 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._headers import IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED
-from ._auth import parse_authorization
+from ._auth import TenantRegistry, parse_authorization
 from ._db import Database
-from ._errors import error_body
+from ._errors import APIError, error_body
 from ._limits import buffered_body
 
 __all__ = ["RETENTION_SECONDS", "IdempotencyMiddleware", "prune_idempotency"]
@@ -42,10 +42,14 @@ class IdempotencyMiddleware:
 
     Args:
         app: The wrapped ASGI app.
+        db: The ledger the answers are kept in.
+        tenants: Who a key belongs to (a request with a bad key is left to the route's 401).
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, db: Database, tenants: TenantRegistry) -> None:
         self.app = app
+        self.db = db
+        self.tenants = tenants
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -54,15 +58,14 @@ class IdempotencyMiddleware:
             return
         headers = {k.lower(): v for k, v in scope.get("headers") or []}
         raw_key = headers.get(_KEY_HEADER)
-        state = scope["app"].state
         tenant = None
         if raw_key:
             key_text = parse_authorization(headers.get(b"authorization", b"").decode("latin-1"))
             if key_text is not None:
                 try:
-                    tenant = state.tenants.authenticate(f"Bearer {key_text}")
-                except Exception:
-                    tenant = None
+                    tenant = self.tenants.authenticate(f"Bearer {key_text}")
+                except APIError:
+                    tenant = None  # a bad key: the route answers its 401, and nothing is stored
         if not raw_key or tenant is None:
             await self.app(scope, receive, send)
             return
@@ -79,14 +82,15 @@ class IdempotencyMiddleware:
                 ),
             )
             return
-        db: Database = state.db
+        db = self.db
         route = scope["path"]
         fingerprint = hashlib.sha256(buffered_body(scope) or b"").hexdigest()
         ident = (tenant.id, route, key)
         lock = self._locks.setdefault(ident, asyncio.Lock())
         try:
             async with lock:  # a retry that arrives while the first is in flight waits for its answer
-                row = db.fetchone(
+                row = await db.run(
+                    db.fetchone,
                     "SELECT status, headers, body, created_at FROM idempotency "
                     "WHERE tenant_id=? AND route=? AND key=?",
                     ident,
@@ -142,7 +146,10 @@ class IdempotencyMiddleware:
 
         await self.app(scope, receive, capture)
         if storable and status and status < 500 and status not in _NOT_STORED:
-            db.execute(
+            # The key's lock is held until this has committed: a retry that arrives meanwhile waits for
+            # it, and then replays it.
+            await db.run(
+                db.execute,
                 "INSERT OR REPLACE INTO idempotency "
                 "(tenant_id, route, key, status, headers, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (

@@ -85,8 +85,12 @@ async def start_session(
     body: Annotated[SessionStartRequest, json_body(SessionStartRequest, optional=True)],
 ) -> JSONResponse:
     state = server_state(request)
-    data, created = state.sessions.start(
-        tenant.id, idle_timeout=body.idle_timeout, max_duration=body.max_duration, metadata=body.metadata
+    data, created = await state.db.run(
+        state.sessions.start,
+        tenant.id,
+        idle_timeout=body.idle_timeout,
+        max_duration=body.max_duration,
+        metadata=body.metadata,
     )
     return JSONResponse(state.sessions.to_json(data), status_code=201 if created else 200)
 
@@ -116,14 +120,14 @@ async def list_sessions(request: Request, tenant: AuthTenant) -> dict[str, Any]:
         if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= _MAX_LIST:
             raise InvalidRequest(f"`limit` must be a whole number from 1 to {_MAX_LIST}.", param="limit")
         limit = int(raw_limit)
-    rows = state.sessions.list_for(tenant.id, status=status, limit=limit)
+    rows = await state.db.run(state.sessions.list_for, tenant.id, status=status, limit=limit)
     return {"object": "list", "data": [state.sessions.to_json(r) for r in rows]}
 
 
 @router.get("/v1/sessions/{session_id}", response_model=None, responses=answers(Session, errors=(404,)))
 async def retrieve_session(session_id: SessionId, request: Request, tenant: AuthTenant) -> dict[str, Any]:
     state = server_state(request)
-    return state.sessions.to_json(state.sessions.get(tenant.id, session_id))
+    return state.sessions.to_json(await state.db.run(state.sessions.get, tenant.id, session_id))
 
 
 @router.post(
@@ -134,7 +138,7 @@ async def retrieve_session(session_id: SessionId, request: Request, tenant: Auth
 )
 async def stop_session(session_id: SessionId, request: Request, tenant: AuthTenant) -> dict[str, Any]:
     state = server_state(request)
-    return state.sessions.to_json(state.sessions.stop(tenant.id, session_id))
+    return state.sessions.to_json(await state.db.run(state.sessions.stop, tenant.id, session_id))
 
 
 @router.post(
@@ -145,7 +149,7 @@ async def stop_session(session_id: SessionId, request: Request, tenant: AuthTena
 )
 async def heartbeat_session(session_id: SessionId, request: Request, tenant: AuthTenant) -> dict[str, Any]:
     state = server_state(request)
-    return state.sessions.to_json(state.sessions.heartbeat(tenant.id, session_id))
+    return state.sessions.to_json(await state.db.run(state.sessions.heartbeat, tenant.id, session_id))
 
 
 # -- deployment -----------------------------------------------------------------------------------
@@ -199,7 +203,9 @@ async def create_booking(
 ) -> JSONResponse:
     state = server_state(request)
     start_at, end_at = _server_time(body.start_at, "start_at"), _server_time(body.end_at, "end_at")
-    booking = state.bookings.create(tenant.id, start_at=start_at, end_at=end_at, note=body.note)
+    booking = await state.db.run(
+        state.bookings.create, tenant.id, start_at=start_at, end_at=end_at, note=body.note
+    )
     # Look at once: a booking that starts soon needs the model started now, not at the next sweep.
     state.deployments.sweep()
     return JSONResponse(state.bookings.to_json(booking), status_code=201)
@@ -208,7 +214,8 @@ async def create_booking(
 @router.get("/v1/deployment/bookings", response_model=None, responses=answers(BookingList))
 async def list_bookings(request: Request, tenant: AuthTenant) -> dict[str, Any]:
     state = server_state(request)
-    return {"object": "list", "data": [state.bookings.to_json(b) for b in state.bookings.list_for(tenant.id)]}
+    bookings = await state.db.run(state.bookings.list_for, tenant.id)
+    return {"object": "list", "data": [state.bookings.to_json(b) for b in bookings]}
 
 
 @router.get(
@@ -216,7 +223,7 @@ async def list_bookings(request: Request, tenant: AuthTenant) -> dict[str, Any]:
 )
 async def retrieve_booking(booking_id: BookingId, request: Request, tenant: AuthTenant) -> dict[str, Any]:
     state = server_state(request)
-    return state.bookings.to_json(state.bookings.get(tenant.id, booking_id))
+    return state.bookings.to_json(await state.db.run(state.bookings.get, tenant.id, booking_id))
 
 
 @router.delete(
@@ -224,4 +231,4 @@ async def retrieve_booking(booking_id: BookingId, request: Request, tenant: Auth
 )
 async def cancel_booking(booking_id: BookingId, request: Request, tenant: AuthTenant) -> dict[str, Any]:
     state = server_state(request)
-    return state.bookings.to_json(state.bookings.cancel(tenant.id, booking_id))
+    return state.bookings.to_json(await state.db.run(state.bookings.cancel, tenant.id, booking_id))

@@ -53,12 +53,13 @@ def unknown_model(state: ServerState, model: str) -> NotFound:
     )
 
 
-def admit(state: ServerState, tenant: Tenant, model: str) -> None:
+async def admit(state: ServerState, tenant: Tenant, model: str) -> None:
     """Checks shared by both inference routes, in the order a caller can act on them."""
     if model != state.runtime.model_id:
         raise unknown_model(state, model)
     state.deployments.require_running(tenant.id)
-    state.deployments.note_request(tenant.id)
+    now = state.deployments.note_request(tenant.id)
+    await state.db.run(state.deployments.persist_request, tenant.id, now)
 
 
 def not_running(state: ServerState, tenant: Tenant) -> ModelNotRunning:
@@ -189,7 +190,8 @@ async def _gather(state: ServerState, tenant: Tenant, stream: GenerationStream, 
         raise not_running(state, tenant) from None
     finally:
         await _close(stream)
-        state.sessions.record_usage(tenant.id, stream.prompt_tokens, sum(tokens))
+        with anyio.CancelScope(shield=True):  # usage is billed data: recorded even when cancelled
+            await state.db.run(state.sessions.record_usage, tenant.id, stream.prompt_tokens, sum(tokens))
     return Collected(["".join(p) for p in parts], finish, sum(tokens))
 
 
@@ -235,7 +237,10 @@ async def stream_events(
         failed = exc
     finally:
         await _close(stream)
-        state.sessions.record_usage(tenant.id, stream.prompt_tokens, sum(completion_tokens.values()))
+        with anyio.CancelScope(shield=True):  # usage is billed data: recorded even when cancelled
+            await state.db.run(
+                state.sessions.record_usage, tenant.id, stream.prompt_tokens, sum(completion_tokens.values())
+            )
     if failed is not None:
         yield _error_event(failed)
         return

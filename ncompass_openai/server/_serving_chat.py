@@ -55,7 +55,7 @@ async def serve_chat(
     if req.model != state.runtime.model_id:
         raise unknown_model(state, req.model)
     prompt = _prompt(state, req)
-    admit(state, tenant, req.model)
+    await admit(state, tenant, req.model)
     try:
         limit = _token_limit(state, req, prompt)
     except ModelUnavailableError:

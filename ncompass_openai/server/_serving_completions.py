@@ -21,7 +21,7 @@ async def serve_completion(
 ) -> Response:
     """Answer one completion request (a list prompt is one batch, ``n`` choices per prompt)."""
     req.check()
-    admit(state, tenant, req.model)
+    await admit(state, tenant, req.model)
     prompts = req.prompts()
     total = len(prompts) * req.n
     stream = generate(

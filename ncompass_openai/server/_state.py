@@ -48,7 +48,7 @@ async def authenticate(request: Request) -> Tenant:
     """
     state = server_state(request)
     tenant = state.tenants.authenticate(request.headers.get("authorization"))
-    state.sessions.touch(tenant.id)
+    await state.db.run(state.sessions.touch, tenant.id)
     return tenant
 
 
