@@ -22,7 +22,8 @@ from openai._models import FinalRequestOptions
 from typing_extensions import override
 
 from ._client_base import NCompassBase, first_model, warn_stop_failed
-from ._legacy import AsyncLegacyMixin, SyncLegacyMixin
+from ._legacy_async import AsyncLegacyMixin
+from ._legacy_sync import SyncLegacyMixin
 from ._plain_server import lifecycle_path, probe_url, route_missing, unavailable_error
 from ._status import ModelNotRunningAPIError
 from .resources import (

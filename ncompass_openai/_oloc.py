@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ._client import NCompass
-from ._legacy import _print_pieces
+from ._legacy import print_pieces
 from ._streaming import TextStream
 from .types import Session
 
@@ -265,7 +265,7 @@ class nCompassOLOC:
         if not pprint or not isinstance(result, TextStream):
             return result
         with result:
-            _print_pieces(result)
+            print_pieces(result)
         return None
 
     @staticmethod
@@ -277,4 +277,4 @@ class nCompassOLOC:
         """
         if isinstance(response_iterator, str):
             response_iterator = (response_iterator,)
-        _print_pieces(response_iterator)
+        print_pieces(response_iterator)

@@ -49,24 +49,22 @@ class ModelUnavailableError(RuntimeError):
     """The model is not loaded (or was unloaded while the request waited): the route answers 503."""
 
 
-class InvalidRequest(ValueError):
+class _Refusal(Exception):
+    """A request answered with an error that names the field (``param``) and a ``code``."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class InvalidRequest(_Refusal, ValueError):
     """A request the server refuses: ``param`` names the field to change (answered 400)."""
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
 
-
-class NotFound(LookupError):
+class NotFound(_Refusal, LookupError):
     """An unknown model or id, or another tenant's id (answered 404 with ``code``)."""
-
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
 
 
 class ModelNotRunning(Exception):

@@ -160,30 +160,29 @@ async def deployment_status(request: Request, tenant: AuthTenant) -> dict[str, A
     return server_state(request).deployments.to_json(tenant.id)
 
 
-@router.post(
-    "/v1/deployment/start",
-    response_model=None,
-    responses=answers(Deployment, statuses=(200, 202)),
-    openapi_extra=NO_BODY,
-)
+_DEPLOYMENT_CHANGE: dict[str, Any] = {
+    "response_model": None,
+    "responses": answers(Deployment, statuses=(200, 202)),
+    "openapi_extra": NO_BODY,
+}
+
+
+def _changed(request: Request, tenant: AuthTenant, action: str, settled: str) -> JSONResponse:
+    """Start or stop: 200 when the deployment is already ``settled``, 202 while it gets there."""
+    deployments = server_state(request).deployments
+    getattr(deployments, action)(tenant.id)
+    status = 200 if deployments.state(tenant.id) == settled else 202
+    return JSONResponse(deployments.to_json(tenant.id), status_code=status)
+
+
+@router.post("/v1/deployment/start", **_DEPLOYMENT_CHANGE)
 async def deployment_start(request: Request, tenant: AuthTenant) -> JSONResponse:
-    deployments = server_state(request).deployments
-    deployments.start(tenant.id)
-    status = 200 if deployments.state(tenant.id) == "running" else 202
-    return JSONResponse(deployments.to_json(tenant.id), status_code=status)
+    return _changed(request, tenant, "start", "running")
 
 
-@router.post(
-    "/v1/deployment/stop",
-    response_model=None,
-    responses=answers(Deployment, statuses=(200, 202)),
-    openapi_extra=NO_BODY,
-)
+@router.post("/v1/deployment/stop", **_DEPLOYMENT_CHANGE)
 async def deployment_stop(request: Request, tenant: AuthTenant) -> JSONResponse:
-    deployments = server_state(request).deployments
-    deployments.stop(tenant.id)
-    status = 200 if deployments.state(tenant.id) == "stopped" else 202
-    return JSONResponse(deployments.to_json(tenant.id), status_code=status)
+    return _changed(request, tenant, "stop", "stopped")
 
 
 # -- bookings -------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Server-Sent Events) and raises domain errors that ``_errors.py`` turns into the 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
@@ -54,24 +55,26 @@ async def retrieve_model(model_id: str, request: Request, tenant: AuthTenant) ->
     return _model_card(state)
 
 
-@router.post(
-    "/v1/completions",
-    response_model=None,
-    responses=answers(Completion, stream=True, errors=_INFERENCE_ERRORS),
-    openapi_extra=documented_body(CompletionRequest),
-)
+def _inference(
+    path: str, answer: type[BaseModel], request_model: type[BaseModel]
+) -> Callable[[Callable[..., Awaitable[Response]]], Callable[..., Awaitable[Response]]]:
+    """The decorator of an inference route: its typed answers, its errors, its documented body."""
+    return router.post(
+        path,
+        response_model=None,
+        responses=answers(answer, stream=True, errors=_INFERENCE_ERRORS),
+        openapi_extra=documented_body(request_model),
+    )
+
+
+@_inference("/v1/completions", Completion, CompletionRequest)
 async def create_completion(
     request: Request, tenant: AuthTenant, req: Annotated[CompletionRequest, json_body(CompletionRequest)]
 ) -> Response:
     return await serve_completion(request, server_state(request), tenant, req)
 
 
-@router.post(
-    "/v1/chat/completions",
-    response_model=None,
-    responses=answers(ChatCompletion, stream=True, errors=_INFERENCE_ERRORS),
-    openapi_extra=documented_body(ChatCompletionRequest),
-)
+@_inference("/v1/chat/completions", ChatCompletion, ChatCompletionRequest)
 async def create_chat_completion(
     request: Request,
     tenant: AuthTenant,

@@ -1,0 +1,274 @@
+"""The 0.0.x methods of :class:`AsyncNCompass`: the twin of ``_legacy_sync.py``."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
+
+import anyio
+import openai
+
+from ._legacy import (
+    CHAT_BATCH_CONCURRENCY,
+    CHAT_PARAMS,
+    COMPLETION_PARAMS,
+    FIRST_POLL,
+    UNREACHABLE,
+    chat_extra,
+    chat_text,
+    choice_texts,
+    completion_text,
+    one_or_many,
+    print_pieces,
+    request,
+    sampling,
+    stream_batch_error,
+)
+from ._streaming import AsyncTextStream, open_async_text_stream
+from ._validation import validate_messages, validate_prompt, validate_sampling
+
+if TYPE_CHECKING:
+    from ._client import AsyncNCompass
+    from .types import Session
+
+__all__ = ["AsyncLegacyMixin"]
+
+
+class AsyncLegacyMixin:
+    """0.0.x methods of :class:`ncompass_openai.AsyncNCompass` (awaitables and async iterators)."""
+
+    def _nc(self) -> AsyncNCompass:
+        return cast("AsyncNCompass", self)
+
+    async def start_session(self, *, timeout: float = 20.0) -> Session:
+        """Starts a time-billed session, then waits until the model is running (as 0.0.x did).
+
+        Args:
+            timeout: seconds to wait for the model. If it is not running by then, the session just
+                started is stopped again and :class:`DeploymentTimeoutError` says how to start the model.
+        """
+        client = self._nc()
+        session = await client.sessions.start()
+        try:
+            await self.wait_until_model_running(timeout=timeout)
+        except BaseException:
+            if session.status == "active":
+                with anyio.CancelScope(shield=True):
+                    # On failure the server's idle lease stops it; the wait error is the one to report.
+                    with contextlib.suppress(openai.OpenAIError):
+                        await client.sessions.stop(session.id)
+            raise
+        return session
+
+    async def stop_session(self) -> bool:
+        """Stops the active session; returns True (billing stops now)."""
+        await self._nc().sessions.stop()
+        return True
+
+    async def model_is_running(self) -> bool:
+        """True when the model can answer now; False when it cannot, or the server cannot be reached."""
+        try:
+            return bool(await self._nc().deployment.is_running())
+        except UNREACHABLE:
+            return False
+
+    async def wait_until_model_running(self, timeout: float = 20.0) -> None:
+        """Waits until the model is running, polling with backoff and the server's ready estimate.
+
+        Args:
+            timeout: seconds to wait; then :class:`DeploymentTimeoutError` tells how to start the model
+                (``ncompass model start`` / ``nccli-start-model``) and check it.
+        """
+        await self._nc().deployment._wait(timeout, FIRST_POLL, None, tolerate=UNREACHABLE)
+
+    @overload
+    async def complete_prompt(
+        self,
+        prompt: str,
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        stream: Literal[True] = ...,
+        **params: Any,
+    ) -> AsyncTextStream: ...
+    @overload
+    async def complete_prompt(
+        self,
+        prompt: str | Sequence[str],
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        *,
+        stream: Literal[False],
+        **params: Any,
+    ) -> str | list[str]: ...
+    @overload
+    async def complete_prompt(
+        self,
+        prompt: str | Sequence[str],
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        stream: bool = ...,
+        **params: Any,
+    ) -> AsyncTextStream | str | list[str]: ...
+    async def complete_prompt(
+        self,
+        prompt: str | Sequence[str],
+        max_tokens: int | None = 300,
+        temperature: float | None = 0.5,
+        top_p: float | None = 0.9,
+        stream: bool = True,
+        **params: Any,
+    ) -> AsyncTextStream | str | list[str]:
+        """Completes a prompt; see :meth:`NCompass.complete_prompt` (streams are async iterators).
+
+        Args:
+            prompt: the text to complete, or a list of texts (a batch, with ``stream=False``).
+            max_tokens: the most tokens to generate (≥ 1).
+            temperature: sampling temperature, in [0, 2].
+            top_p: nucleus sampling mass, in (0, 1].
+            stream: True returns an :class:`AsyncTextStream` of new text pieces; False the finished
+                text (a list, in input order, for a list prompt).
+            **params: any other openai completions parameter or vLLM extension (sent in ``extra_body``).
+        """
+        batch = validate_prompt(prompt)
+        validate_sampling(max_tokens, temperature, top_p)
+        if stream and batch:
+            raise stream_batch_error("prompt")
+        client = self._nc()
+        model = params.pop("model", None) or await client.resolve_model()
+        kwargs = request(model, params, COMPLETION_PARAMS, sampling(max_tokens, temperature, top_p), {})
+        payload: str | list[str] = list(prompt) if batch else cast(str, prompt)
+        if stream:
+            raw = client.completions.with_streaming_response.create(prompt=payload, stream=True, **kwargs)
+            response = await raw.__aenter__()
+            return await open_async_text_stream(response.http_response, chat=False)
+        completion = await client.completions.create(prompt=payload, stream=False, **kwargs)
+        texts = choice_texts(completion.choices, completion_text)
+        return texts if batch else one_or_many(texts)
+
+    @overload
+    async def complete_chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = ...,
+        chat_template: str | None = ...,
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        stream: Literal[True] = ...,
+        **params: Any,
+    ) -> AsyncTextStream: ...
+    @overload
+    async def complete_chat(
+        self,
+        messages: Sequence[Mapping[str, Any]] | Sequence[Sequence[Mapping[str, Any]]],
+        add_generation_prompt: bool = ...,
+        chat_template: str | None = ...,
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        *,
+        stream: Literal[False],
+        **params: Any,
+    ) -> str | list[str]: ...
+    @overload
+    async def complete_chat(
+        self,
+        messages: Sequence[Mapping[str, Any]] | Sequence[Sequence[Mapping[str, Any]]],
+        add_generation_prompt: bool = ...,
+        chat_template: str | None = ...,
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        stream: bool = ...,
+        **params: Any,
+    ) -> AsyncTextStream | str | list[str]: ...
+    async def complete_chat(
+        self,
+        messages: Sequence[Mapping[str, Any]] | Sequence[Sequence[Mapping[str, Any]]],
+        add_generation_prompt: bool = True,
+        chat_template: str | None = None,
+        max_tokens: int | None = 300,
+        temperature: float | None = 0.5,
+        top_p: float | None = 0.9,
+        stream: bool = True,
+        **params: Any,
+    ) -> AsyncTextStream | str | list[str]:
+        """Answers a conversation; see :meth:`NCompass.complete_chat` (streams are async iterators).
+
+        Args:
+            messages: a list of ``{"role": ..., "content": ...}`` messages, or a list of such lists (a
+                batch, with ``stream=False``: concurrent requests, answers in input order).
+            add_generation_prompt: end the rendered prompt with the assistant's turn opener.
+            chat_template: a Jinja chat template; None uses the model's own.
+            max_tokens: the most tokens to generate (≥ 1).
+            temperature: sampling temperature, in [0, 2].
+            top_p: nucleus sampling mass, in (0, 1].
+            stream: True returns an :class:`AsyncTextStream`; False the finished text (or list).
+            **params: any other openai chat parameter or vLLM extension (sent in ``extra_body``).
+        """
+        batch = validate_messages(messages)
+        validate_sampling(max_tokens, temperature, top_p)
+        extra = chat_extra(add_generation_prompt, chat_template, params)
+        if stream and batch:
+            raise stream_batch_error("conversation")
+        client = self._nc()
+        model = params.pop("model", None) or await client.resolve_model()
+        kwargs = request(model, params, CHAT_PARAMS, sampling(max_tokens, temperature, top_p), extra)
+        if stream:
+            raw = client.chat.completions.with_streaming_response.create(
+                messages=cast(Any, list(messages)), stream=True, **kwargs
+            )
+            response = await raw.__aenter__()
+            return await open_async_text_stream(response.http_response, chat=True)
+
+        async def answer(conversation: Sequence[Mapping[str, Any]]) -> str | list[str]:
+            completion = await client.chat.completions.create(
+                messages=cast(Any, list(conversation)), stream=False, **kwargs
+            )
+            return one_or_many(choice_texts(completion.choices, chat_text))
+
+        if not batch:
+            return await answer(cast("Sequence[Mapping[str, Any]]", messages))
+        conversations = cast("Sequence[Sequence[Mapping[str, Any]]]", messages)
+        results: list[Any] = [None] * len(conversations)
+        errors: list[Exception] = []
+        limiter = anyio.CapacityLimiter(CHAT_BATCH_CONCURRENCY)
+
+        async with anyio.create_task_group() as tg:
+
+            async def run(i: int, conversation: Sequence[Mapping[str, Any]]) -> None:
+                async with limiter:
+                    try:
+                        results[i] = await answer(conversation)
+                    except Exception as exc:
+                        # Raise the first failure itself (as the sync batch does), not an
+                        # ExceptionGroup, and stop the rest of the batch.
+                        errors.append(exc)
+                        tg.cancel_scope.cancel()
+
+            for i, conversation in enumerate(conversations):
+                tg.start_soon(run, i, conversation)
+        if errors:
+            raise errors[0]
+        return results
+
+    async def print_prompt(self, response_iterator: AsyncIterable[str] | Iterable[str]) -> None:
+        """Prints each text piece as it arrives (flushed), then a newline."""
+        if isinstance(response_iterator, str):
+            print_pieces((response_iterator,))
+            return
+        if not isinstance(response_iterator, AsyncIterable):
+            print_pieces(response_iterator)
+            return
+        write = sys.stdout.write
+        flush = sys.stdout.flush
+        async for piece in response_iterator:
+            write(piece)
+            flush()
+        write("\n")
+        flush()
