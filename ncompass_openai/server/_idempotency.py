@@ -89,8 +89,9 @@ class IdempotencyMiddleware:
         lock = self._locks.setdefault(ident, asyncio.Lock())
         try:
             async with lock:  # a retry that arrives while the first is in flight waits for its answer
-                row = await db.run(
-                    db.fetchone,
+                # A read stays on the loop: one short statement (the ledger thread holds the lock for one
+                # statement at a time), and one thread hop fewer per POST.
+                row = db.fetchone(
                     "SELECT status, headers, body, created_at FROM idempotency "
                     "WHERE tenant_id=? AND route=? AND key=?",
                     ident,
