@@ -23,6 +23,7 @@ from __future__ import annotations
 import openai
 
 from ._compat import httpx
+from ._docs import see
 
 __all__ = [
     "DeploymentFailedError",
@@ -55,7 +56,7 @@ class MissingAPIKeyError(NCompassError, ValueError):
         self.env_var = env_var
         super().__init__(
             f"No nCompass API key: pass `api_key=...` to the client or set the {env_var} "
-            "environment variable."
+            f"environment variable. {see('configuration')}"
         )
 
 
@@ -90,7 +91,7 @@ class DeploymentTimeoutError(NCompassError, TimeoutError):
             f"The model was not running after {timeout:g} s{seen}. Cold starts take minutes: wait "
             "longer (a larger `timeout=`). If it is stopped, start it with "
             "`client.deployment.start()` or `ncompass model start` (0.0.x: `nccli-start-model`), "
-            "and check it with `ncompass model status` (0.0.x: `nccli-model-status`)."
+            f"and check it with `ncompass model status` (0.0.x: `nccli-model-status`). {see('cold starts')}"
         )
 
 
@@ -139,7 +140,8 @@ class LifecycleAPIUnavailableError(NCompassError, openai.NotFoundError):
                 f"The server at {base_url} does not have nCompass's lifecycle API (`{path}` answered 404): "
                 "it may speak OpenAI's API, but it has no sessions, deployment or bookings. Point "
                 "NCOMPASS_BASE_URL (or `base_url=`, `--base-url`) at nCompass or at `ncompass serve`, or "
-                "use only the OpenAI calls (chat.completions, completions, models) with this server."
+                "use only the OpenAI calls (chat.completions, completions, models) with this server. "
+                + see("plain servers")
             )
         openai.NotFoundError.__init__(self, message, response=response, body=body)
 

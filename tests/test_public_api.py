@@ -48,3 +48,21 @@ def test_resources_package_exports() -> None:
     for name in resources.__all__:
         assert getattr(resources, name) is not None
     assert resources.__all__ == sorted(resources.__all__, key=_ruff_order)
+
+
+def test_every_docs_section_an_error_names_exists() -> None:
+    import re
+    from pathlib import Path
+
+    from ncompass_openai._docs import SECTIONS, see
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    headings = {
+        line.lstrip("#").strip()
+        for page in docs.glob("*.md")
+        for line in page.read_text().splitlines()
+        if re.match(r"#{1,6} ", line)
+    }
+    missing = [section for section in SECTIONS.values() if section not in headings]
+    assert not missing, f"errors name sections that docs/ lacks: {missing}"
+    assert see("cold starts") == 'See "Deployment and cold starts" in the ncompass-openai documentation.'
