@@ -130,23 +130,20 @@ async def retrieve_session(session_id: SessionId, request: Request, tenant: Auth
     return state.sessions.to_json(await state.db.run(state.sessions.get, tenant.id, session_id))
 
 
-@router.post(
-    "/v1/sessions/{session_id}/stop",
-    response_model=None,
-    responses=answers(Session, errors=(404,)),
-    openapi_extra=NO_BODY,
-)
+_SESSION_CHANGE: dict[str, Any] = {
+    "response_model": None,
+    "responses": answers(Session, errors=(404,)),
+    "openapi_extra": NO_BODY,
+}
+
+
+@router.post("/v1/sessions/{session_id}/stop", **_SESSION_CHANGE)
 async def stop_session(session_id: SessionId, request: Request, tenant: AuthTenant) -> dict[str, Any]:
     state = server_state(request)
     return state.sessions.to_json(await state.db.run(state.sessions.stop, tenant.id, session_id))
 
 
-@router.post(
-    "/v1/sessions/{session_id}/heartbeat",
-    response_model=None,
-    responses=answers(Session, errors=(404,)),
-    openapi_extra=NO_BODY,
-)
+@router.post("/v1/sessions/{session_id}/heartbeat", **_SESSION_CHANGE)
 async def heartbeat_session(session_id: SessionId, request: Request, tenant: AuthTenant) -> dict[str, Any]:
     state = server_state(request)
     return state.sessions.to_json(await state.db.run(state.sessions.heartbeat, tenant.id, session_id))
