@@ -43,15 +43,21 @@ class SyncLegacyMixin:
 
     # -- sessions and model ------------------------------------------------------------------------
 
-    def start_session(self, *, timeout: float = 20.0) -> Session:
+    def start_session(self, *, timeout: float = 20.0, start_model: bool = False) -> Session:
         """Starts a time-billed session, then waits until the model is running (as 0.0.x did).
+
+        The deployment is looked at first: a model that is stopped (and that no booking starts within
+        ``timeout``) raises :class:`ModelNotRunningError` at once, before any session opens, so nothing
+        is billed for a model that cannot answer.
 
         Args:
             timeout: seconds to wait for the model. If it is not running by then, the session just
                 started is stopped again (no billing while nothing can answer) and
                 :class:`DeploymentTimeoutError` says how to start the model.
+            start_model: start a stopped (or failed) model first, then wait for it within ``timeout``.
         """
         client = self._nc()
+        client.deployment._before_session(timeout, start_model)
         session = client.sessions.start()
         try:
             self.wait_until_model_running(timeout=timeout)

@@ -145,14 +145,16 @@ class nCompassOLOC:
     # -- the 0.0.x one-liners ----------------------------------------------------------------------
 
     @classmethod
-    def start_session(cls, api_key: str) -> Session:
+    def start_session(cls, api_key: str, *, timeout: float = 20.0, start_model: bool = False) -> Session:
         """Starts a time-billed session for ``api_key`` and waits until its model is running.
 
         Args:
             api_key: the nCompass API key.
+            timeout: seconds to wait for the model (a stopped one fails at once, billing nothing).
+            start_model: start a stopped model first, then wait for it.
         """
         with cls._using(api_key) as entry:
-            return entry.client.start_session()
+            return entry.client.start_session(timeout=timeout, start_model=start_model)
 
     @classmethod
     def stop_session(cls, api_key: str) -> bool:

@@ -669,3 +669,15 @@ def test_the_autostart_flag_beats_the_environment() -> None:
     assert _serve_and_read_state(env=off) == "stopped"
     assert _serve_and_read_state("--autostart", env=off) in ("starting", "running")
     assert _serve_and_read_state("--no-autostart", env={}) == "stopped"
+
+
+def test_model_wait_on_a_stopped_model_is_one_line_at_once(cli_server: LocalServer) -> None:
+    assert run(cli_server, "model", "stop").code == 0
+    try:
+        began = time.monotonic()
+        ran = run(cli_server, "model", "wait", "--timeout", "60")
+        line = _one_error_line(ran)
+        assert time.monotonic() - began < 5  # not the 60 s timeout
+        assert "not running (state: stopp" in line and "ncompass model start" in line
+    finally:
+        _ensure_running(cli_server)

@@ -81,14 +81,37 @@ async def test_status_start_stop(cold: Any) -> None:
 
 
 async def test_wait_until_running_times_out_on_a_monotonic_deadline(cold: Any) -> None:
+    # A starting model (1.5 s cold start) and a shorter wait. (This test used a stopped model until a
+    # stopped one started to fail the wait at once: see the next test.)
+    await resolve(cold.deployment.start())
     began = time.monotonic()
     with pytest.raises(DeploymentTimeoutError) as info:
         await resolve(cold.deployment.wait_until_running(timeout=0.4, poll_interval=0.1))
     elapsed = time.monotonic() - began
     assert 0.4 <= elapsed < 2.0
-    assert info.value.state == "stopped"
+    assert info.value.state == "starting"
     assert "ncompass model start" in str(info.value)
     assert isinstance(info.value, TimeoutError)
+
+
+async def test_waiting_on_a_stopped_model_fails_at_once(cold: Any) -> None:
+    began = time.monotonic()
+    with pytest.raises(ModelNotRunningError) as info:
+        await resolve(cold.deployment.wait_until_running(timeout=60))
+    assert time.monotonic() - began < 1.0  # not the 60 s timeout: a stopped model never comes up alone
+    assert info.value.state == "stopped"
+    for hint in ("client.deployment.start()", "ncompass model start"):
+        assert hint in str(info.value)
+
+
+async def test_a_booking_due_within_the_wait_is_waited_for(cold: Any) -> None:
+    start = time.time() + 1.0
+    booking = await resolve(cold.deployment.bookings.create(start_at=start, end_at=start + 60))
+    try:
+        deployment = await resolve(cold.deployment.wait_until_running(timeout=30, poll_interval=0.1))
+        assert deployment.state == "running"  # the server started it for the booking
+    finally:
+        await resolve(cold.deployment.bookings.cancel(booking.id))
 
 
 async def test_ensure_running_starts_and_follows_progress(cold: Any) -> None:

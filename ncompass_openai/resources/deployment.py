@@ -3,7 +3,9 @@
 ``wait_until_running`` polls against a monotonic deadline. While the server's ``estimated_ready_at``
 lies ahead it waits half the time left to it (at least ``poll_interval``, at most 15 s), so a long cold
 start costs few polls and a pessimistic estimate little waiting; otherwise it backs off from
-``poll_interval`` by half again each time, up to 10 s.
+``poll_interval`` by half again each time, up to 10 s. A model that is ``stopped`` or ``stopping``, with
+no booking starting before the deadline, fails the wait at once with :class:`ModelNotRunningError` (it
+would never come up by itself); ``failed`` raises :class:`DeploymentFailedError` at once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import cached_property
 
+import openai
 from openai import NotGiven, not_given
 from openai._base_client import make_request_options
 from openai._legacy_response import async_to_raw_response_wrapper, to_raw_response_wrapper
@@ -21,8 +24,8 @@ from openai._resource import AsyncAPIResource, SyncAPIResource
 from openai._types import Body, Headers, Query
 
 from .._compat import httpx
-from .._exceptions import DeploymentFailedError, DeploymentTimeoutError
-from ..types import Deployment
+from .._exceptions import DeploymentFailedError, DeploymentTimeoutError, ModelNotRunningError
+from ..types import Booking, Deployment
 from .bookings import AsyncBookings, Bookings
 
 __all__ = ["AsyncDeploymentResource", "DeploymentResource"]
@@ -32,6 +35,7 @@ DEFAULT_POLL_INTERVAL = 2.0
 _MAX_BACKOFF = 10.0
 _MAX_ETA_WAIT = 30.0
 _NEEDS_START = ("stopped", "stopping", "failed")
+_STOPPED = ("stopped", "stopping")  # not coming up by itself, unless a booking starts it
 
 ProgressCallback = Callable[[Deployment], object]
 AsyncProgressCallback = Callable[[Deployment], object | Awaitable[object]]
@@ -39,6 +43,12 @@ AsyncProgressCallback = Callable[[Deployment], object | Awaitable[object]]
 
 def _is_running(deployment: Deployment) -> bool:
     return deployment.state == "running" and deployment.ready
+
+
+def _booking_due(bookings: list[Booking], timeout: float | None) -> bool:
+    """Whether a booking will have the model started within ``timeout`` seconds from now."""
+    horizon = math.inf if timeout is None else time.time() + timeout
+    return any(b.status in ("scheduled", "active") and b.start_at <= horizon for b in bookings)
 
 
 def _check_wait_args(timeout: float | None, poll_interval: float) -> None:
@@ -68,6 +78,13 @@ class _Poller:
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.backoff = self.poll_interval
         self.state: str | None = None
+        self.start_due: bool | None = None  # a booking starts the model before the deadline (None: not asked)
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def needs_booking_check(self, deployment: Deployment | None) -> bool:
+        return deployment is not None and deployment.state in _STOPPED and self.start_due is None
 
     def verdict(self, deployment: Deployment | None) -> float | None:
         """``None`` when running; else the seconds to sleep. Raises when failed or out of time.
@@ -79,6 +96,8 @@ class _Poller:
                 return None
             if deployment.state == "failed":
                 raise DeploymentFailedError(deployment.error)
+            if deployment.state in _STOPPED and not self.start_due:
+                raise ModelNotRunningError(deployment.state)
             self.state = deployment.state
         remaining = math.inf if self.deadline is None else self.deadline - time.monotonic()
         if remaining <= 0:
@@ -166,6 +185,20 @@ class DeploymentResource(SyncAPIResource):
         """Whether the model is running and ready to answer (one status request, no waiting)."""
         return _is_running(self.status())
 
+    def _booking_due(self, timeout: float | None) -> bool:
+        try:
+            return _booking_due(self.bookings.list(), timeout)
+        except openai.OpenAIError:
+            return False  # unknown: the wait fails fast rather than bill a wait that may never end
+
+    def _before_session(self, timeout: float | None, start_model: bool) -> None:
+        """Before a session opens: start the model (``start_model``), or fail now if it cannot come up."""
+        deployment = self.status()
+        if deployment.state in _NEEDS_START and start_model:
+            self.start()
+        elif deployment.state in _STOPPED and not self._booking_due(timeout):
+            raise ModelNotRunningError(deployment.state)
+
     def wait_until_running(
         self,
         *,
@@ -181,6 +214,8 @@ class DeploymentResource(SyncAPIResource):
             on_progress: Called with every ``Deployment`` seen, e.g. to show a spinner.
 
         Raises:
+            ModelNotRunningError: The model is stopped (or stopping) and no booking starts it before the
+                deadline: start it with ``start()`` / ``ensure_running()``.
             DeploymentFailedError: The deployment went to state ``failed``.
             DeploymentTimeoutError: It was not running when the deadline passed.
         """
@@ -200,6 +235,8 @@ class DeploymentResource(SyncAPIResource):
             deployment: Deployment | None = None
             with contextlib.suppress(*tolerate):
                 deployment = self.status()
+            if poller.needs_booking_check(deployment):
+                poller.start_due = self._booking_due(poller.remaining())
             if deployment is not None and on_progress is not None:
                 on_progress(deployment)
             delay = poller.verdict(deployment)
@@ -303,6 +340,20 @@ class AsyncDeploymentResource(AsyncAPIResource):
         """Whether the model is running and ready to answer (one status request, no waiting)."""
         return _is_running(await self.status())
 
+    async def _booking_due(self, timeout: float | None) -> bool:
+        try:
+            return _booking_due(await self.bookings.list(), timeout)
+        except openai.OpenAIError:
+            return False  # unknown: the wait fails fast rather than bill a wait that may never end
+
+    async def _before_session(self, timeout: float | None, start_model: bool) -> None:
+        """Before a session opens: start the model (``start_model``), or fail now if it cannot come up."""
+        deployment = await self.status()
+        if deployment.state in _NEEDS_START and start_model:
+            await self.start()
+        elif deployment.state in _STOPPED and not await self._booking_due(timeout):
+            raise ModelNotRunningError(deployment.state)
+
     async def wait_until_running(
         self,
         *,
@@ -318,6 +369,8 @@ class AsyncDeploymentResource(AsyncAPIResource):
             on_progress: Called with every ``Deployment`` seen (a coroutine function is awaited).
 
         Raises:
+            ModelNotRunningError: The model is stopped (or stopping) and no booking starts it before the
+                deadline: start it with ``start()`` / ``ensure_running()``.
             DeploymentFailedError: The deployment went to state ``failed``.
             DeploymentTimeoutError: It was not running when the deadline passed.
         """
@@ -337,6 +390,8 @@ class AsyncDeploymentResource(AsyncAPIResource):
             deployment: Deployment | None = None
             with contextlib.suppress(*tolerate):
                 deployment = await self.status()
+            if poller.needs_booking_check(deployment):
+                poller.start_due = await self._booking_due(poller.remaining())
             if deployment is not None and on_progress is not None:
                 result = on_progress(deployment)
                 if isinstance(result, Awaitable):
