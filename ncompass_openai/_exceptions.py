@@ -158,3 +158,20 @@ class TruncatedStreamError(StreamError):
             "The stream ended before the server sent [DONE]: the answer is incomplete. The "
             "connection was probably cut; retry the request."
         )
+
+
+# Tracebacks name an error by its module: show the public one (`ncompass_openai.SessionError`), where
+# users import it from, not this private module.
+for _error in (
+    NCompassError,
+    MissingAPIKeyError,
+    MissingDependencyError,
+    ModelNotRunningError,
+    DeploymentTimeoutError,
+    DeploymentFailedError,
+    SessionError,
+    LifecycleAPIUnavailableError,
+    StreamError,
+    TruncatedStreamError,
+):
+    _error.__module__ = "ncompass_openai"

@@ -55,3 +55,6 @@ def status_error(response: httpx.Response, body: object) -> openai.APIStatusErro
             detail=message if isinstance(message, str) else None, response=response, body=error
         )
     return None
+
+
+ModelNotRunningAPIError.__module__ = "ncompass_openai"  # as tracebacks show it: where users import it from

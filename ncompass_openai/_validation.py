@@ -18,6 +18,13 @@ __all__ = [
     "validate_sampling",
 ]
 
+
+def _a(value: object) -> str:
+    """``a str``, ``an int``: the type of ``value`` with its article."""
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
 CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 """Roles the OpenAI chat API (and the nCompass server) accept."""
 
@@ -38,7 +45,7 @@ def validate_prompt(prompt: object) -> bool:
         for i, item in enumerate(prompt):
             if not isinstance(item, str):
                 raise ValueError(
-                    f"prompt[{i}] is a {type(item).__name__}, not a string: a prompt list must hold only "
+                    f"prompt[{i}] is {_a(item)}, not a string: a prompt list must hold only "
                     "non-empty strings."
                 )
             if not item:
@@ -47,8 +54,7 @@ def validate_prompt(prompt: object) -> bool:
                 )
         return True
     raise ValueError(
-        f"prompt is a {type(prompt).__name__}: pass a non-empty string, or a list of non-empty strings "
-        "for a batch."
+        f"prompt is {_a(prompt)}: pass a non-empty string, or a list of non-empty strings for a batch."
     )
 
 
@@ -75,7 +81,7 @@ def validate_messages(messages: object) -> bool:
 def _validate_conversation(conversation: object, name: str) -> None:
     if not isinstance(conversation, (list, tuple)):
         raise ValueError(
-            f"{name} is a {type(conversation).__name__}: pass a list of messages, each a dict "
+            f"{name} is {_a(conversation)}: pass a list of messages, each a dict "
             '{"role": ..., "content": ...} (or a list of such lists for a batch).'
         )
     if not conversation:
@@ -83,9 +89,7 @@ def _validate_conversation(conversation: object, name: str) -> None:
     for j, message in enumerate(conversation):
         where = f"{name}[{j}]"
         if not isinstance(message, Mapping):
-            raise ValueError(
-                f'{where} is a {type(message).__name__}, not a dict {{"role": ..., "content": ...}}.'
-            )
+            raise ValueError(f'{where} is {_a(message)}, not a dict {{"role": ..., "content": ...}}.')
         role = message.get("role")
         if role not in CHAT_ROLES:
             if role is None:
@@ -102,7 +106,7 @@ def _validate_conversation(conversation: object, name: str) -> None:
             continue
         if not isinstance(content, (str, list)):
             raise ValueError(
-                f'{where}["content"] is a {type(content).__name__}: the content must be a string '
+                f'{where}["content"] is {_a(content)}: the content must be a string '
                 "(or a list of content parts)."
             )
 

@@ -66,3 +66,16 @@ def test_every_docs_section_an_error_names_exists() -> None:
     missing = [section for section in SECTIONS.values() if section not in headings]
     assert not missing, f"errors name sections that docs/ lacks: {missing}"
     assert see("cold starts") == 'See "Deployment and cold starts" in the ncompass-openai documentation.'
+
+
+def test_tracebacks_name_errors_by_their_public_module() -> None:
+    import traceback
+
+    import ncompass_openai as nc
+
+    errors = [getattr(nc, name) for name in nc.__all__ if name.endswith("Error")]
+    assert len(errors) >= 10
+    for error in errors:
+        assert error.__module__ == "ncompass_openai", error
+    shown = traceback.format_exception_only(nc.ModelNotRunningError("stopped"))[-1]
+    assert shown.startswith("ncompass_openai.ModelNotRunningError: The model is not running")

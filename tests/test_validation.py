@@ -20,7 +20,7 @@ USER = {"role": "user", "content": "hi"}
 CASES: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
     ("complete_prompt", ("",), {}, r"prompt is empty"),
     ("complete_prompt", ([],), {"stream": False}, r"prompt is an empty list"),
-    ("complete_prompt", (["ok", 3],), {"stream": False}, r"prompt\[1\] is a int, not a string"),
+    ("complete_prompt", (["ok", 3],), {"stream": False}, r"prompt\[1\] is an int, not a string"),
     ("complete_prompt", (["ok", ""],), {"stream": False}, r"prompt\[1\] is empty"),
     ("complete_prompt", (None,), {}, r"prompt is a NoneType"),
     ("complete_prompt", ("hi",), {"max_tokens": 0}, r"max_tokens must be ≥ 1"),
@@ -40,7 +40,7 @@ CASES: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
     ("complete_chat", ([{"content": "hi"}],), {}, r'messages\[0\] has no "role"'),
     ("complete_chat", ([{"role": "robot", "content": "hi"}],), {}, r"unknown role 'robot'.*must be one of"),
     ("complete_chat", ([{"role": "user"}],), {}, r'messages\[0\] has no "content"'),
-    ("complete_chat", ([{"role": "user", "content": 5}],), {}, r'messages\[0\]\["content"\] is a int'),
+    ("complete_chat", ([{"role": "user", "content": 5}],), {}, r'messages\[0\]\["content"\] is an int'),
     ("complete_chat", ([[USER], [{"role": "x", "content": "y"}]],), {"stream": False}, r"messages\[1\]\[0\]"),
     ("complete_chat", ([[USER], []],), {"stream": False}, r"messages\[1\] is empty"),
     ("complete_chat", ([USER],), {"max_tokens": 0}, r"max_tokens must be ≥ 1"),
