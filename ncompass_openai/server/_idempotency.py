@@ -1,8 +1,9 @@
 """``Idempotency-Key``: a repeated POST of one tenant to one route gets the first answer again.
 
 Answers are kept in the ledger for 24 hours, so a retried session start, stop or booking never acts
-twice, even across a restart. Only final answers are kept: a 429, a 503 or a 5xx is worth retrying
-for real, and a streamed answer cannot be replayed, so those are not stored.
+twice, even across a restart. Only complete, final answers are kept: a 429, a 503 or a 5xx is worth
+retrying for real, a request whose client hung up (499) has no answer, and a streamed answer cannot be
+replayed, so those are not stored.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ __all__ = ["RETENTION_SECONDS", "IdempotencyMiddleware", "prune_idempotency"]
 RETENTION_SECONDS = 24 * 3600
 _KEY_HEADER = IDEMPOTENCY_KEY.lower().encode()
 _REPLAYED_HEADER = IDEMPOTENT_REPLAYED.lower().encode()
-_NOT_STORED = {401, 408, 409, 425, 429}
+# Not final, so never replayed: their retry must run for real. 499: the client hung up before the
+# answer was ready (openai's own timeout retry then comes back with the same key).
+_NOT_STORED = {401, 408, 409, 425, 429, 499}
 _MAX_KEY_LENGTH = 255
 _REUSED = (
     "This `Idempotency-Key` was already used with a different request body. Use a new key for a new request."
@@ -130,9 +133,10 @@ class IdempotencyMiddleware:
         response_headers: list[list[str]] = []
         body = bytearray()
         storable = True
+        complete = False  # the last body message was sent: a cut-off answer is never kept
 
         async def capture(message: Message) -> None:
-            nonlocal status, storable
+            nonlocal status, storable, complete
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 for name, value in message.get("headers", []):
@@ -143,10 +147,11 @@ class IdempotencyMiddleware:
                         response_headers.append([name.decode("latin-1"), value.decode("latin-1")])
             elif message["type"] == "http.response.body" and storable:
                 body.extend(message.get("body", b""))
+                complete = not message.get("more_body", False)
             await send(message)
 
         await self.app(scope, receive, capture)
-        if storable and status and status < 500 and status not in _NOT_STORED:
+        if storable and complete and status and status < 500 and status not in _NOT_STORED:
             # The key's lock is held until this has committed: a retry that arrives meanwhile waits for
             # it, and then replays it.
             await db.run(

@@ -89,3 +89,37 @@ def test_an_unauthenticated_request_is_never_stored(
     with client(srv, key="wrong") as bad, client(srv) as good:
         assert bad.post("/v1/sessions", json={}, headers={"Idempotency-Key": "z"}).status_code == 401
         assert good.post("/v1/sessions", json={}, headers={"Idempotency-Key": "z"}).status_code == 201
+
+
+def test_a_client_that_hangs_up_leaves_no_answer_to_replay(
+    make_server: Callable[..., LocalServer], client: Callable[..., httpx.Client], own_keys: tuple[str, str]
+) -> None:
+    # openai's own timeout retry does exactly this: give up on a slow answer, then retry with the same key.
+    import json
+    import socket
+
+    from ncompass_openai.server.engines.synthetic import SyntheticEngine
+
+    srv = make_server(engine_instance=SyntheticEngine(delay=0.02))
+    body = json.dumps({"model": "synthetic", "prompt": "hi", "max_tokens": 40}).encode()  # about 0.8 s
+    head = (
+        "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {own_keys[0]}\r\nIdempotency-Key: hang-up-1\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", srv.port)) as sock:  # a real client that hangs up
+        sock.sendall(head.encode() + body)
+        time.sleep(0.2)
+    tenant = srv.state.tenants.tenants[0].id
+    deadline = time.monotonic() + 10
+    while srv.state.runtime.inflight(tenant) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the server noticed, and stopped that generation
+    time.sleep(0.2)
+    headers = {"Idempotency-Key": "hang-up-1", "Content-Type": "application/json"}
+    with client(srv) as http:
+        retry = http.post("/v1/completions", content=body, headers=headers)
+        assert retry.status_code == 200, retry.text  # run for real, not a replayed 499
+        assert "idempotent-replayed" not in retry.headers
+        again = http.post("/v1/completions", content=body, headers=headers)
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == retry.json()  # the complete answer is the one kept
