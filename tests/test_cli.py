@@ -265,7 +265,7 @@ def test_session_started_by_the_cli_outlives_the_command(cli_server: LocalServer
 
 def test_session_status_of_an_unknown_id_is_one_line(cli_server: LocalServer) -> None:
     line = _one_error_line(run(cli_server, "session", "status", "sess_doesnotexist"))
-    assert "404" in line
+    assert "404" in line and "(see `ncompass session list`)" in line
 
 
 def test_session_list_rejects_an_unknown_status(cli_server: LocalServer) -> None:
@@ -407,7 +407,8 @@ def test_booking_bad_times_are_one_line(cli_server: LocalServer, start: str, end
 
 
 def test_booking_cancel_unknown_is_one_line(cli_server: LocalServer) -> None:
-    assert "404" in _one_error_line(run(cli_server, "book", "cancel", "book_nope"))
+    line = _one_error_line(run(cli_server, "book", "cancel", "book_nope"))
+    assert "404" in line and "(see `ncompass book list`)" in line
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -681,3 +682,15 @@ def test_model_wait_on_a_stopped_model_is_one_line_at_once(cli_server: LocalServ
         assert "not running (state: stopp" in line and "ncompass model start" in line
     finally:
         _ensure_running(cli_server)
+
+
+def test_short_times_show_the_year_when_it_is_not_this_one() -> None:
+    from datetime import datetime
+
+    from ncompass_openai.cli._common import format_time
+
+    now = datetime.now().astimezone()
+    this_year = now.replace(month=1, day=2, hour=9, minute=30).timestamp()
+    next_year = now.replace(year=now.year + 1, month=1, day=2, hour=9, minute=30).timestamp()
+    assert format_time(this_year, short=True) == "01-02 09:30"
+    assert format_time(next_year, short=True) == f"{now.year + 1}-01-02 09:30"

@@ -95,6 +95,10 @@ def _scrub(text: str) -> str:
     return text
 
 
+# An unknown id: the command that lists the ones there are.
+_LIST_COMMAND = {"session_not_found": "ncompass session list", "booking_not_found": "ncompass book list"}
+
+
 def error_line(exc: BaseException, *, key_hint: str = "--api-key") -> str:
     """One line that says what went wrong, from an openai / nCompass / validation error.
 
@@ -120,6 +124,9 @@ def error_line(exc: BaseException, *, key_hint: str = "--api-key") -> str:
         message = f"{exc.status_code}: {detail or exc.message}"
         if exc.status_code == 401 and "NCOMPASS_API_KEY" not in message:
             message += " (check NCOMPASS_API_KEY or --api-key)"
+        code = body.get("code") if isinstance(body, dict) else None
+        if code in _LIST_COMMAND:
+            message += f" (see `{_LIST_COMMAND[code]}`)"
     elif isinstance(exc, openai.APIConnectionError):
         url = getattr(getattr(exc, "request", None), "url", None)
         where = f" {url.scheme}://{url.netloc.decode()}" if url is not None else ""
@@ -239,14 +246,17 @@ def print_table(
 
 
 def format_time(timestamp: float | None, *, short: bool = False) -> str:
-    """A unix time as local ``YYYY-MM-DD HH:MM:SS`` (``short``, in tables: ``MM-DD HH:MM``); ``-``: none."""
+    """A unix time as local ``YYYY-MM-DD HH:MM:SS``; ``-``: none.
+
+    ``short`` (in tables): ``MM-DD HH:MM``, with the year in front when it is not the current one.
+    """
     if timestamp is None:
         return "-"
-    return (
-        datetime.fromtimestamp(timestamp)
-        .astimezone()
-        .strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S")
-    )
+    moment = datetime.fromtimestamp(timestamp).astimezone()
+    if not short:
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+    same_year = moment.year == datetime.now().astimezone().year
+    return moment.strftime("%m-%d %H:%M" if same_year else "%Y-%m-%d %H:%M")
 
 
 def format_duration(seconds: float | None) -> str:
