@@ -694,3 +694,24 @@ def test_short_times_show_the_year_when_it_is_not_this_one() -> None:
     next_year = now.replace(year=now.year + 1, month=1, day=2, hour=9, minute=30).timestamp()
     assert format_time(this_year, short=True) == "01-02 09:30"
     assert format_time(next_year, short=True) == f"{now.year + 1}-01-02 09:30"
+
+
+def test_starting_an_active_session_says_it_is_already_active(cli_server: LocalServer) -> None:
+    first = run(cli_server, "session", "start")
+    assert first.code == 0 and "started at" in first.stdout
+    try:
+        again = run(cli_server, "session", "start")
+        assert again.code == 0, again.stderr
+        assert "is already active (since" in again.stdout and "ncompass session stop" in again.stdout
+    finally:
+        assert run(cli_server, "session", "stop").code == 0
+
+
+def test_serve_with_a_missing_model_file_exits_at_once() -> None:
+    began = time.monotonic()
+    ran = run_subprocess(
+        None, "serve", "--model", "/nonexistent/model.gguf", "--port", "0", "--db", ":memory:"
+    )
+    line = _one_error_line(ran)
+    assert time.monotonic() - began < 20
+    assert "--model /nonexistent/model.gguf: no such file" in line

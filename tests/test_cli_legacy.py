@@ -165,6 +165,10 @@ def test_start_and_stop_session(legacy_server: LocalServer) -> None:
     with NCompass(api_key=KEY, base_url=legacy_server.base_url) as client:
         assert client.sessions.retrieve(session_id).status == "active"
 
+    again = nccli("nccli-start-session", KEY, server=legacy_server)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(f"Session {session_id} is already active (since ")
+
     stopped = nccli("nccli-stop-session", server=legacy_server, env_key=KEY)
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout.startswith(f"Session {session_id} stopped: billed ")

@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from ._common import error_line, is_user_error, register_secret
+from ._common import error_line, format_time, is_user_error, register_secret
 
 if TYPE_CHECKING:
     from .._client import NCompass
@@ -91,7 +91,11 @@ def _run(name: str, action: Callable[[NCompass], str], argv: Sequence[str] | Non
 
 def _start_session(client: NCompass) -> str:
     # The session outlives this command, billing until nccli-stop-session.
-    session = client.sessions.start(stop_at_exit=False)
+    raw = client.sessions.with_raw_response.start(stop_at_exit=False)
+    session = raw.parse()
+    if raw.status_code == 200:  # the key's active session, not a new one
+        since = format_time(session.started_at)
+        return f"Session {session.id} is already active (since {since}): it bills until `nccli-stop-session`."
     return f"Session {session.id} started: billing runs until `nccli-stop-session`."
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
@@ -72,6 +73,12 @@ def _serve(given: dict[str, Any]) -> None:
         settings = ServerSettings(**given)
     except ValidationError as exc:
         raise fail(flag_error(exc, _FLAG_NAMES), code=2) from None
+    if settings.engine == "llama" and settings.model and not Path(settings.model).expanduser().is_file():
+        # A configuration that can never work fails now, not as a `failed` deployment later.
+        raise fail(
+            f"--model {settings.model}: no such file. Give the path of a GGUF file, or leave --model out "
+            "to serve the bundled SmolLM2-135M."
+        )
     try:
         run_server(settings)
     except OSError as exc:

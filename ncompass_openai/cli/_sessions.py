@@ -94,9 +94,16 @@ def start(
         kwargs["max_duration"] = max_duration
     with make_client(options_of(ctx)) as client:
         # The session outlives this command, billing until `ncompass session stop`, as 0.0.x's did.
-        session = client.sessions.start(stop_at_exit=False, **kwargs)
+        raw = client.sessions.with_raw_response.start(stop_at_exit=False, **kwargs)
+        session = raw.parse()
     if json_output:
         print_json(session)
+    elif raw.status_code == 200:  # 200, not 201: the key's active session, not a new one
+        print(
+            f"Session {session.id} is already active (since {format_time(session.started_at)}, billed "
+            f"{format_duration(session.billed_seconds)} so far): one session per key. Stop it with "
+            "`ncompass session stop`."
+        )
     else:
         idle = (
             f", or after {format_duration(session.idle_timeout)} without a request"

@@ -48,8 +48,15 @@ def serve(settings: ServerSettings | None = None, *, echo: Callable[[str], Any] 
         say(f"export NCOMPASS_API_KEY={generated}")
     else:
         count = len(state.tenants.tenants)
-        origin = "given" if settings.api_keys else "already in the ledger"
-        say(f"Serving {count} API key(s) {origin}.")
+        if settings.api_keys:
+            say(f"Serving {count} API key(s) given.")
+        else:
+            # Only hashes are stored: a key not written down cannot be shown again.
+            say(
+                f"Serving {count} API key(s) already in the ledger {settings.db_path()} (only their "
+                "hashes are kept). Lost the key? Set one with --api-key (or NCOMPASS_SERVER_API_KEYS), "
+                "which replaces the ledger's, or start on a fresh --db."
+            )
         say(f"export NCOMPASS_BASE_URL={base_url}")
     config = uvicorn.Config(app, log_level=settings.log_level, lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
