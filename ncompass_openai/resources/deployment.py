@@ -1,19 +1,12 @@
 """``client.deployment``: the key's model deployment and its slow cold starts (the protocol, "Deployment").
 
-``wait_until_running`` polls against a monotonic deadline. While the server's ``estimated_ready_at``
-lies ahead it waits half the time left to it (at least ``poll_interval``, at most 15 s), so a long cold
-start costs few polls and a pessimistic estimate little waiting; otherwise it backs off from
-``poll_interval`` by half again each time, up to 10 s. A model that is ``stopped`` or ``stopping``, with
-no booking starting before the deadline, fails the wait at once with :class:`ModelNotRunningError` (it
-would never come up by itself); ``failed`` raises :class:`DeploymentFailedError` at once.
+Waiting for a cold start is the one poller's (``_wait.py``): the resources only send its requests.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from functools import cached_property
 
 import openai
@@ -24,95 +17,23 @@ from openai._resource import AsyncAPIResource, SyncAPIResource
 from openai._types import Body, Headers, Query
 
 from .._compat import httpx
-from .._exceptions import DeploymentFailedError, DeploymentTimeoutError, ModelNotRunningError
-from ..types import Booking, Deployment
+from .._exceptions import ModelNotRunningError
+from ..types import Deployment
+from ._wait import (
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_WAIT_TIMEOUT,
+    NEEDS_START,
+    STOPPED,
+    AsyncProgressCallback,
+    Poller,
+    ProgressCallback,
+    booking_due,
+    check_wait_args,
+    is_running,
+)
 from .bookings import AsyncBookings, Bookings
 
 __all__ = ["AsyncDeploymentResource", "DeploymentResource"]
-
-DEFAULT_WAIT_TIMEOUT = 600.0
-DEFAULT_POLL_INTERVAL = 2.0
-_MAX_BACKOFF = 10.0
-_MAX_ETA_WAIT = 30.0
-_NEEDS_START = ("stopped", "stopping", "failed")
-_STOPPED = ("stopped", "stopping")  # not coming up by itself, unless a booking starts it
-
-ProgressCallback = Callable[[Deployment], object]
-AsyncProgressCallback = Callable[[Deployment], object | Awaitable[object]]
-
-
-def _is_running(deployment: Deployment) -> bool:
-    return deployment.state == "running" and deployment.ready
-
-
-def _booking_due(bookings: list[Booking], timeout: float | None) -> bool:
-    """Whether a booking will have the model started within ``timeout`` seconds from now."""
-    horizon = math.inf if timeout is None else time.time() + timeout
-    return any(b.status in ("scheduled", "active") and b.start_at <= horizon for b in bookings)
-
-
-def _check_wait_args(timeout: float | None, poll_interval: float) -> None:
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or math.isnan(timeout)
-        or timeout < 0
-    ):
-        raise ValueError(f"timeout must be a number of seconds >= 0 (or None: no deadline), got {timeout!r}.")
-    if (
-        isinstance(poll_interval, bool)
-        or not isinstance(poll_interval, (int, float))
-        or not math.isfinite(poll_interval)
-        or poll_interval <= 0
-    ):
-        raise ValueError(f"poll_interval must be a number of seconds > 0, got {poll_interval!r}.")
-
-
-class _Poller:
-    """The deadline and the delays of one wait: identical for the sync and the async twin."""
-
-    def __init__(self, timeout: float | None, poll_interval: float) -> None:
-        _check_wait_args(timeout, poll_interval)
-        self.timeout = timeout
-        self.poll_interval = float(poll_interval)
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.backoff = self.poll_interval
-        self.state: str | None = None
-        self.start_due: bool | None = None  # a booking starts the model before the deadline (None: not asked)
-
-    def remaining(self) -> float | None:
-        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
-
-    def needs_booking_check(self, deployment: Deployment | None) -> bool:
-        return deployment is not None and deployment.state in _STOPPED and self.start_due is None
-
-    def verdict(self, deployment: Deployment | None) -> float | None:
-        """``None`` when running; else the seconds to sleep. Raises when failed or out of time.
-
-        ``deployment`` is ``None`` when the status could not be read (a tolerated error): not running yet.
-        """
-        if deployment is not None:
-            if _is_running(deployment):
-                return None
-            if deployment.state == "failed":
-                raise DeploymentFailedError(deployment.error)
-            if deployment.state in _STOPPED and not self.start_due:
-                raise ModelNotRunningError(deployment.state)
-            self.state = deployment.state
-        remaining = math.inf if self.deadline is None else self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise DeploymentTimeoutError(self.timeout or 0.0, self.state)
-        eta = None if deployment is None else deployment.estimated_ready_at
-        until_ready = None if eta is None else eta - time.time()
-        if until_ready is not None and until_ready > 0:
-            # Halve the way to the estimate each time: few polls on a long start, and an estimate that
-            # was pessimistic costs at most half of it.
-            delay = max(self.poll_interval, min(until_ready, _MAX_ETA_WAIT) / 2)
-        else:
-            delay = self.backoff
-            self.backoff = min(self.backoff * 1.5, max(_MAX_BACKOFF, self.poll_interval))
-        # The last poll lands on the deadline itself, so a model ready just then is still seen.
-        return min(delay, remaining)
 
 
 class DeploymentResource(SyncAPIResource):
@@ -183,20 +104,20 @@ class DeploymentResource(SyncAPIResource):
 
     def is_running(self) -> bool:
         """Whether the model is running and ready to answer (one status request, no waiting)."""
-        return _is_running(self.status())
+        return is_running(self.status())
 
     def _booking_due(self, timeout: float | None) -> bool:
         try:
-            return _booking_due(self.bookings.list(), timeout)
+            return booking_due(self.bookings.list(), timeout)
         except openai.OpenAIError:
             return False  # unknown: the wait fails fast rather than bill a wait that may never end
 
     def _before_session(self, timeout: float | None, start_model: bool) -> None:
         """Before a session opens: start the model (``start_model``), or fail now if it cannot come up."""
         deployment = self.status()
-        if deployment.state in _NEEDS_START and start_model:
+        if deployment.state in NEEDS_START and start_model:
             self.start()
-        elif deployment.state in _STOPPED and not self._booking_due(timeout):
+        elif deployment.state in STOPPED and not self._booking_due(timeout):
             raise ModelNotRunningError(deployment.state)
 
     def wait_until_running(
@@ -230,7 +151,7 @@ class DeploymentResource(SyncAPIResource):
         tolerate: tuple[type[BaseException], ...],
     ) -> Deployment:
         """The one wait loop (the 0.0.x API tolerates errors that leave the state unknown)."""
-        poller = _Poller(timeout, poll_interval)
+        poller = Poller(timeout, poll_interval)
         while True:
             deployment: Deployment | None = None
             with contextlib.suppress(*tolerate):
@@ -259,13 +180,13 @@ class DeploymentResource(SyncAPIResource):
             poll_interval: Shortest wait between two status requests, seconds.
             on_progress: Called with every ``Deployment`` seen.
         """
-        _check_wait_args(timeout, poll_interval)
+        check_wait_args(timeout, poll_interval)
         deployment = self.status()
-        if _is_running(deployment):
+        if is_running(deployment):
             if on_progress is not None:
                 on_progress(deployment)
             return deployment
-        if deployment.state in _NEEDS_START:
+        if deployment.state in NEEDS_START:
             self.start()
         return self.wait_until_running(timeout=timeout, poll_interval=poll_interval, on_progress=on_progress)
 
@@ -338,20 +259,20 @@ class AsyncDeploymentResource(AsyncAPIResource):
 
     async def is_running(self) -> bool:
         """Whether the model is running and ready to answer (one status request, no waiting)."""
-        return _is_running(await self.status())
+        return is_running(await self.status())
 
     async def _booking_due(self, timeout: float | None) -> bool:
         try:
-            return _booking_due(await self.bookings.list(), timeout)
+            return booking_due(await self.bookings.list(), timeout)
         except openai.OpenAIError:
             return False  # unknown: the wait fails fast rather than bill a wait that may never end
 
     async def _before_session(self, timeout: float | None, start_model: bool) -> None:
         """Before a session opens: start the model (``start_model``), or fail now if it cannot come up."""
         deployment = await self.status()
-        if deployment.state in _NEEDS_START and start_model:
+        if deployment.state in NEEDS_START and start_model:
             await self.start()
-        elif deployment.state in _STOPPED and not await self._booking_due(timeout):
+        elif deployment.state in STOPPED and not await self._booking_due(timeout):
             raise ModelNotRunningError(deployment.state)
 
     async def wait_until_running(
@@ -385,7 +306,7 @@ class AsyncDeploymentResource(AsyncAPIResource):
         tolerate: tuple[type[BaseException], ...],
     ) -> Deployment:
         """The one wait loop (the 0.0.x API tolerates errors that leave the state unknown)."""
-        poller = _Poller(timeout, poll_interval)
+        poller = Poller(timeout, poll_interval)
         while True:
             deployment: Deployment | None = None
             with contextlib.suppress(*tolerate):
@@ -416,15 +337,15 @@ class AsyncDeploymentResource(AsyncAPIResource):
             poll_interval: Shortest wait between two status requests, seconds.
             on_progress: Called with every ``Deployment`` seen (a coroutine function is awaited).
         """
-        _check_wait_args(timeout, poll_interval)
+        check_wait_args(timeout, poll_interval)
         deployment = await self.status()
-        if _is_running(deployment):
+        if is_running(deployment):
             if on_progress is not None:
                 result = on_progress(deployment)
                 if isinstance(result, Awaitable):
                     await result
             return deployment
-        if deployment.state in _NEEDS_START:
+        if deployment.state in NEEDS_START:
             await self.start()
         return await self.wait_until_running(
             timeout=timeout, poll_interval=poll_interval, on_progress=on_progress
