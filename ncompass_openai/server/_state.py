@@ -60,7 +60,7 @@ async def parse_body(request: Request, model: type[M], *, optional: bool = False
     """Parse a JSON body into ``model``; every failure is a 400 naming the field (never a 422)."""
     raw = await request.body()
     if not raw.strip():
-        if optional:
+        if optional and not raw:  # no body at all: the defaults; blanks are a body, and not JSON
             return model()
         raise bad_request(
             "The request body is empty: send a JSON object with `Content-Type: application/json`."

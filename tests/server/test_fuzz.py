@@ -159,3 +159,13 @@ def test_a_message_without_content_renders(make_server: Any, client: Any) -> Non
         )
     assert answer.status_code == 200, answer.text
     assert answer.json()["choices"][0]["message"]["content"]
+
+
+def test_a_blank_body_is_not_an_empty_one(make_server: Any, client: Any) -> None:
+    # Found on Python 3.10's hypothesis: `POST /v1/sessions` with the body " " started a session.
+    srv = make_server()
+    with client(srv) as http:
+        blank = http.post("/v1/sessions", content=b" ", headers={"Content-Type": "application/json"})
+        empty = http.post("/v1/sessions", content=b"")
+    assert blank.status_code == 400, blank.text
+    assert empty.status_code == 201  # no body at all: a session with the defaults
