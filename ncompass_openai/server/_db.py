@@ -1,8 +1,10 @@
 """The durable ledger: one SQLite file (WAL) holding tenants, sessions, bookings, deployments, replays.
 
-One connection, guarded by a lock. The request path never touches it from the event loop: it awaits
-:meth:`Database.run`, which runs the store call on the ledger's own thread, so a slow disk (a WAL
-checkpoint, a busy file system) delays that request only, never the loop and every other stream.
+One connection, guarded by a lock. The request path writes through :meth:`Database.run`, which runs
+the store call on the ledger's own thread, so a slow disk (a WAL checkpoint, a busy file system) delays
+that request only, never the loop and every other stream. Left on the loop: the idempotency lookup (one
+short read per POST, which saves a thread hop), the deployment's start/stop row and the sweeper's
+booking reads (once a second).
 Each write commits before ``run`` returns, and WAL with ``synchronous=NORMAL`` keeps each committed
 write across a crash of the process (SIGKILL): a 2xx is sent only after the write it reports is in.
 """
