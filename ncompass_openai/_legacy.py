@@ -13,16 +13,13 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import openai
 from openai.resources.chat.completions import Completions as _ChatCompletions
 from openai.resources.completions import Completions as _Completions
 
 from ._validation import split_params
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "CHAT_BATCH_CONCURRENCY",
@@ -51,6 +48,11 @@ CHAT_PARAMS = frozenset(inspect.signature(_ChatCompletions.create).parameters) -
 
 # Errors after which the model's state is simply unknown (so "not running", 0.0.x's answer).
 UNREACHABLE = (openai.APIConnectionError, openai.InternalServerError)
+
+MIN_TOKENS = 1
+"""The 0.0.x one-liners ask for at least this many tokens (vLLM's ``min_tokens``): they exist to print an
+answer, and a small instruct model given a bare question often ends the text at once. A caller's own
+``min_tokens`` (0 included) wins."""
 
 # The 0.0.x wait polls sooner than the client's default: its timeout is 20 s, not 600 s.
 FIRST_POLL = 0.25
@@ -92,7 +94,10 @@ def request(
     extra: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The keyword arguments of openai's create(): known fields as keywords, the rest in extra_body."""
-    kwargs = split_params({**extra, **params}, known)
+    merged = {**extra, **params}
+    if merged.get("min_tokens") is None:
+        merged["min_tokens"] = MIN_TOKENS
+    kwargs = split_params(merged, known)
     kwargs.update(sampling)
     kwargs["model"] = model
     return kwargs

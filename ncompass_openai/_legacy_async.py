@@ -142,7 +142,7 @@ class AsyncLegacyMixin:
             **params: any other openai completions parameter or vLLM extension (sent in ``extra_body``).
         """
         batch = validate_prompt(prompt)
-        validate_sampling(max_tokens, temperature, top_p)
+        validate_sampling(max_tokens, temperature, top_p, params.get("min_tokens"))
         if stream and batch:
             raise stream_batch_error("prompt")
         client = self._nc()
@@ -219,7 +219,7 @@ class AsyncLegacyMixin:
             **params: any other openai chat parameter or vLLM extension (sent in ``extra_body``).
         """
         batch = validate_messages(messages)
-        validate_sampling(max_tokens, temperature, top_p)
+        validate_sampling(max_tokens, temperature, top_p, params.get("min_tokens"))
         extra = chat_extra(add_generation_prompt, chat_template, params)
         if stream and batch:
             raise stream_batch_error("conversation")

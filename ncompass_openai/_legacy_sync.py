@@ -160,7 +160,7 @@ class SyncLegacyMixin:
         on_close: Callable[[], None] | None,
     ) -> TextStream | str | list[str]:
         batch = validate_prompt(prompt)
-        validate_sampling(max_tokens, temperature, top_p)
+        validate_sampling(max_tokens, temperature, top_p, params.get("min_tokens"))
         if stream and batch:
             raise stream_batch_error("prompt")
         client = self._nc()
@@ -262,7 +262,7 @@ class SyncLegacyMixin:
         on_close: Callable[[], None] | None,
     ) -> TextStream | str | list[str]:
         batch = validate_messages(messages)
-        validate_sampling(max_tokens, temperature, top_p)
+        validate_sampling(max_tokens, temperature, top_p, params.get("min_tokens"))
         extra = chat_extra(add_generation_prompt, chat_template, params)
         if stream and batch:
             raise stream_batch_error("conversation")

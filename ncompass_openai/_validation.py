@@ -111,10 +111,13 @@ def _validate_conversation(conversation: object, name: str) -> None:
             )
 
 
-def validate_sampling(max_tokens: object, temperature: object, top_p: object) -> None:
-    """Checks ``max_tokens`` (an int ≥ 1), ``temperature`` (in [0, 2]) and ``top_p`` (in (0, 1]).
+def validate_sampling(
+    max_tokens: object, temperature: object, top_p: object, min_tokens: object = None
+) -> None:
+    """Checks ``max_tokens`` (an int ≥ 1), ``temperature`` (in [0, 2]), ``top_p`` (in (0, 1]) and
+    ``min_tokens`` (vLLM's: an int ≥ 0, at most ``max_tokens``).
 
-    ``None`` means "the server's default" and is allowed for each.
+    ``None`` means "the default" and is allowed for each.
     """
     if max_tokens is not None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
@@ -129,6 +132,11 @@ def validate_sampling(max_tokens: object, temperature: object, top_p: object) ->
         value = _number("top_p", top_p, "in (0, 1]")
         if not 0.0 < value <= 1.0:
             raise ValueError(f"top_p must be in (0, 1] (1 = no nucleus cut), got {top_p!r}.")
+    if min_tokens is not None:
+        if isinstance(min_tokens, bool) or not isinstance(min_tokens, int) or min_tokens < 0:
+            raise ValueError(f"min_tokens must be a whole number ≥ 0, got {min_tokens!r}.")
+        if isinstance(max_tokens, int) and min_tokens > max_tokens:
+            raise ValueError(f"min_tokens ({min_tokens}) cannot be more than max_tokens ({max_tokens}).")
 
 
 def _number(name: str, value: object, allowed: str) -> float:

@@ -4,11 +4,33 @@ from __future__ import annotations
 
 import inspect
 import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ncompass_openai import AsyncNCompass, NCompass
 from ncompass_openai._compat import httpx
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(  # an examples/ script as users run it: a subprocess with the key and URL set
+    name: str, api_key: str, base_url: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NCOMPASS_", "OPENAI_"))}
+    env.update(NCOMPASS_API_KEY=api_key, NCOMPASS_BASE_URL=base_url, PYTHONIOENCODING="utf-8")
+    return subprocess.run(
+        # -X dev shows ResourceWarnings: an unclosed client or socket at exit would be reported.
+        [sys.executable, "-X", "dev", str(EXAMPLES / name)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=EXAMPLES,
+    )
 
 
 async def resolve(value: Any) -> Any:

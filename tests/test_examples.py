@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
+from _helpers import EXAMPLES, run_example
 from ncompass_openai import NCompass
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 # script -> answers it prints (one line each: print_prompt / print_response end every answer with "\n")
 ANSWERS = {
@@ -20,23 +14,6 @@ ANSWERS = {
     "batched_not_streaming.py": 1,
     "chat.py": 1,
 }
-
-
-def run_example(
-    name: str, api_key: str, base_url: str, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NCOMPASS_", "OPENAI_"))}
-    env.update(NCOMPASS_API_KEY=api_key, NCOMPASS_BASE_URL=base_url, PYTHONIOENCODING="utf-8")
-    return subprocess.run(
-        # -X dev shows ResourceWarnings: an unclosed client or socket at exit would be reported.
-        [sys.executable, "-X", "dev", str(EXAMPLES / name)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        cwd=EXAMPLES,
-    )
 
 
 def test_every_example_is_tested() -> None:

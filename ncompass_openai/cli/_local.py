@@ -87,7 +87,7 @@ def _serve(given: dict[str, Any]) -> None:
 
 # The 0.0.x hello world's prompt. The newline matters for a completion (not a chat): after a bare "?" a
 # small instruct model often ends the text at once, after "?\n" it goes on to answer.
-_PROMPT = "Give me 5 tools I can use to accelerate inference of my ML model?\n"
+_PROMPT = "Give me 5 tools I can use to accelerate inference of my ML model?"
 _CHAT = [
     {"role": "assistant", "content": "Hello, how can I speed up your ML inference today?"},
     {"role": "user", "content": "What tweaks can I make to my model to make it faster?"},

@@ -45,6 +45,7 @@ class _Sampling(_Strict):
     top_k: int | None = Field(default=None, ge=-1)
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
     repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
+    min_tokens: int = Field(default=0, ge=0)
     # OpenAI fields accepted only at their neutral value
     presence_penalty: float | None = None
     frequency_penalty: float | None = None

@@ -68,8 +68,15 @@ def not_running(state: ServerState, tenant: Tenant) -> ModelNotRunning:
 
 def sampling(req: CompletionRequest | ChatCompletionRequest, max_tokens: int) -> SamplingParams:
     top_k = req.top_k if req.top_k not in (None, 0) else -1
+    if req.min_tokens > max_tokens:
+        raise InvalidRequest(
+            f"`min_tokens` ({req.min_tokens}) is more than this request's token limit ({max_tokens}); "
+            "lower it or raise `max_tokens`.",
+            param="min_tokens",
+        )
     return SamplingParams(
         max_tokens=max_tokens,
+        min_tokens=req.min_tokens,
         temperature=1.0 if req.temperature is None else req.temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
         top_k=-1 if top_k is None else top_k,

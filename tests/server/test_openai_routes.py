@@ -183,6 +183,35 @@ def test_vllm_sampling_extras_accepted(oai: openai.OpenAI) -> None:
     assert len(result.choices) == 1
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"min_tokens": -1}, "greater than or equal to 0"),
+        ({"min_tokens": 9, "max_tokens": 8}, "token limit (8)"),
+        ({"min_tokens": "many"}, "valid integer"),
+    ],
+)
+@pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
+def test_min_tokens_out_of_range_is_a_400_naming_it(
+    raw: httpx.Client, route: str, body: dict[str, Any], message: str
+) -> None:
+    base: dict[str, Any] = {"model": "synthetic", "max_tokens": 8}
+    base |= (
+        {"prompt": "hi"} if route == "/v1/completions" else {"messages": [{"role": "user", "content": "hi"}]}
+    )
+    answer = raw.post(route, json={**base, **body})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["param"] == "min_tokens" and message in error["message"], error
+
+
+def test_min_tokens_up_to_max_tokens_is_honoured(raw: httpx.Client) -> None:
+    body = {"model": "synthetic", "prompt": "hi", "max_tokens": 5, "min_tokens": 5}
+    answer = raw.post("/v1/completions", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["usage"]["completion_tokens"] == 5
+
+
 @pytest.mark.parametrize("stream", [True, False])
 def test_a_client_that_hangs_up_frees_its_queue_place(make_server: Any, client: Any, stream: bool) -> None:
     from ncompass_openai.server.engines.synthetic import SyntheticEngine

@@ -42,6 +42,7 @@ class SamplingParams:
     """Sampling settings of one sequence, already validated by the route."""
 
     max_tokens: int = 16
+    min_tokens: int = 0  # vLLM's: tokens generated before the end-of-sequence token may be
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = -1  # vLLM's convention: -1 (or 0) disables it

@@ -7,7 +7,8 @@ By default it serves SmolLM2-135M-Instruct, the GGUF file shipped in the PyPI pa
 One llama context holds ``max_batch`` sequences (a shared KV cache of ``context_length`` tokens per
 sequence). Each step builds one ``llama_batch``: the next token of every decoding sequence plus prompt
 chunks of newly admitted ones, so a new request starts while others keep generating. Every sequence has
-its own sampler chain (penalties, top-k, top-p, min-p, temperature, seeded distribution).
+its own sampler chain (penalties, top-k, top-p, min-p, temperature, seeded distribution); vLLM's
+``min_tokens`` masks the end-of-generation tokens' logits before the chain samples.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import atexit
 import codecs
 import ctypes
 import importlib.util
+import math
 import os
 import sys
 import threading
@@ -107,6 +109,7 @@ class _Sequence:
         self.pending = prompt  # tokens not yet decoded (the prompt, then each sampled token)
         self.pos = 0
         self.left = request.params.max_tokens
+        self.hold_end = request.params.min_tokens  # tokens still to sample before the end may be
         self.sampler = sampler
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
@@ -154,6 +157,7 @@ class LlamaEngine(Engine):
         self._special: dict[str, str] = {"bos_token": "", "eos_token": ""}
         self._add_bos = False
         self._n_vocab = 0
+        self._end_tokens: list[int] = []  # every end-of-generation token (EOS, EOT, ...)
 
     # ---------------------------------------------------------------- weights
     def load(self) -> None:
@@ -201,6 +205,7 @@ class LlamaEngine(Engine):
         self._vocab = model.vocab
         self._n_vocab = model.n_vocab()
         self._add_bos = model.add_bos_token()
+        self._end_tokens = [t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)]
         raw = llama_cpp.llama_model_chat_template(model.model, None)
         self._template = raw.decode("utf-8") if raw else None
         self._special = {
@@ -326,6 +331,11 @@ class LlamaEngine(Engine):
                     raise RuntimeError(f"llama_decode failed with code {code}")
 
                 for i, seq in sample_at:
+                    if seq.hold_end > 0:  # min_tokens: the end tokens cannot be sampled yet
+                        seq.hold_end -= 1
+                        logits = llama_cpp.llama_get_logits_ith(ctx, i)
+                        for end in self._end_tokens:
+                            logits[end] = -math.inf
                     token = llama_cpp.llama_sampler_sample(seq.sampler, ctx, i)
                     if llama_cpp.llama_vocab_is_eog(vocab, token):
                         release(seq)
