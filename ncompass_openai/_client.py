@@ -2,7 +2,8 @@
 
 What the twins share (the constructor, ``copy()``, the retry and error hooks) is ``NCompassBase``'s in
 ``_client_base.py``; each twin here holds only its I/O: the resources, the model lookup, the session
-context manager and the request hook that tells a server without nCompass's lifecycle API apart.
+context manager, the request hook that tells a server without nCompass's lifecycle API apart, and the
+response hook that hands an implicit session opened by its inference to the billing guard.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from openai._models import FinalRequestOptions
 from typing_extensions import override
 
 from ._client_base import NCompassBase, first_model, warn_stop_failed
+from ._compat import httpx
 from ._legacy_async import AsyncLegacyMixin
 from ._legacy_sync import SyncLegacyMixin
 from ._plain_server import lifecycle_path, probe_url, route_missing, unavailable_error
@@ -36,6 +38,7 @@ from .resources import (
     DeploymentResource,
     Sessions,
 )
+from .resources.sessions import note_billing
 from .types import Session
 
 __all__ = ["AsyncNCompass", "ModelNotRunningAPIError", "NCompass"]
@@ -104,6 +107,11 @@ class NCompass(SyncLegacyMixin, NCompassBase, openai.OpenAI):
                 if in_flight is None:
                     raise
                 warn_stop_failed(session.id, error)  # the user's own exception goes on, unhidden
+
+    @override
+    def _process_response(self, *, response: httpx.Response, **kwargs: Any) -> Any:
+        note_billing(self, response)
+        return super()._process_response(response=response, **kwargs)
 
     @override
     def request(  # one signature for the overloads of openai's request
@@ -203,6 +211,11 @@ class AsyncNCompass(AsyncLegacyMixin, NCompassBase, openai.AsyncOpenAI):
                 if in_flight is None:
                     raise
                 warn_stop_failed(session.id, error)
+
+    @override
+    async def _process_response(self, *, response: httpx.Response, **kwargs: Any) -> Any:
+        note_billing(self, response)
+        return await super()._process_response(response=response, **kwargs)
 
     @override
     async def request(  # one signature for the overloads of openai's request

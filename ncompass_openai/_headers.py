@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["CLIENT", "IDEMPOTENCY_KEY", "IDEMPOTENT_REPLAYED", "RETRY_AFTER", "SHOULD_RETRY"]
+__all__ = [
+    "CLIENT",
+    "IDEMPOTENCY_KEY",
+    "IDEMPOTENT_REPLAYED",
+    "RETRY_AFTER",
+    "SESSION",
+    "SESSION_OPENED",
+    "SHOULD_RETRY",
+]
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 """Sent by the client on every POST, the same on each retry; the server replays the first answer."""
@@ -14,3 +22,7 @@ RETRY_AFTER = "Retry-After"
 """Seconds to wait before retrying a ``429`` or a ``503 model_starting``."""
 SHOULD_RETRY = "x-should-retry"
 """openai's retry hint: ``true`` on ``503 model_starting``, ``false`` on ``503 model_stopped``."""
+SESSION = "NCompass-Session"
+"""On every inference answer: the id of the session its time is billed to."""
+SESSION_OPENED = "NCompass-Session-Opened"
+"""``true`` on the inference answer whose request opened that (implicit) session."""

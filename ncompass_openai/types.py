@@ -36,13 +36,18 @@ class Session(BaseModel):
     status: Literal["active", "stopped"]
     started_at: float
     stopped_at: float | None = None
-    stop_reason: Literal["client", "idle_timeout", "max_duration"] | None = None
+    stop_reason: Literal["client", "idle_timeout", "max_duration", "replaced"] | None = None
     billed_seconds: float = 0.0
     idle_timeout: float | None = None
     max_duration: float | None = None
     requests: int = 0
     usage: SessionUsage = Field(default_factory=SessionUsage)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def implicit(self) -> bool:
+        """Opened by the server for inference outside a session (``metadata["implicit"]``)."""
+        return bool(self.metadata.get("implicit"))
 
 
 class Deployment(BaseModel):

@@ -294,6 +294,23 @@ def test_usage_totals_billed_seconds_and_tokens(cli_server: LocalServer) -> None
     assert sessions[0]["id"] in table.stdout
 
 
+def test_complete_outside_a_session_is_billed_to_an_implicit_one_stopped_at_exit() -> None:
+    with LocalServer(engine="synthetic", api_keys=[KEY]) as server:
+        for _ in range(2):
+            ran = run_subprocess(server, "complete", "hi", "--max-tokens", "3")
+            assert ran.code == 0, ran.stderr
+        usage = run(server, "usage", "--json").json()
+        assert [(s["implicit"], s["status"], s["requests"]) for s in usage["sessions"]] == [
+            (True, "stopped", 1),
+            (True, "stopped", 1),
+        ]
+        total = usage["total"]["billed_seconds"]
+        assert total == round(total, 3) == round(sum(s["billed_seconds"] for s in usage["sessions"]), 3)
+        table = run(server, "usage").stdout
+        assert f"{usage['sessions'][0]['id']} *" in table
+        assert "*: implicit" in " ".join(table.split())
+
+
 def test_usage_with_no_sessions_says_so() -> None:
     with LocalServer(engine="synthetic", api_keys=[KEY]) as server:
         assert run(server, "usage", "--json").json()["sessions"] == []

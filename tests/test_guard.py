@@ -28,6 +28,25 @@ CHILD = textwrap.dedent(
             sys.exit(3)
         signal.signal(signal.SIGTERM, handler)
     client = NCompass(idle_timeout=float(sys.argv[2]))
+    if mode.startswith("implicit"):  # no session call: the first completion opens an implicit session
+        if mode == "implicit-async":
+            import asyncio
+            from ncompass_openai import AsyncNCompass
+
+            async def main():
+                aclient = AsyncNCompass()
+                await aclient.completions.create(prompt="hi", max_tokens=2)
+                return (await aclient.sessions.list(status="active"))[0]
+
+            session = asyncio.run(main())
+        else:
+            client.completions.create(prompt="hi", max_tokens=2)
+            session = client.sessions.list(status="active")[0]
+        assert session.implicit, session
+        print(session.id, flush=True)
+        if mode != "implicit-sleep":
+            sys.exit(0)
+        time.sleep(60)
     session = client.sessions.start()
     print(session.id, flush=True)
     if mode == "raise":
@@ -134,6 +153,46 @@ def test_normal_exit_stops_the_session(guard_client: NCompass, base_url: str, ot
     assert proc.returncode == 0, err
     assert err == ""
     assert _stopped(guard_client, session_id).stop_reason == "client"
+
+
+@pytest.mark.parametrize("mode", ["implicit", "implicit-async"])
+def test_exit_stops_the_implicit_session_its_inference_opened(
+    guard_client: NCompass, base_url: str, other_api_key: str, mode: str
+) -> None:
+    proc, session_id = _spawn(mode, base_url, other_api_key)
+    _, err = _finish(proc)
+    assert proc.returncode == 0, err
+    session = _stopped(guard_client, session_id)
+    assert session.implicit and session.stop_reason == "client"
+
+
+def test_sigterm_stops_the_implicit_session_too(
+    guard_client: NCompass, base_url: str, other_api_key: str
+) -> None:
+    proc, session_id = _spawn("implicit-sleep", base_url, other_api_key)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _finish(proc)
+    assert proc.returncode == -signal.SIGTERM
+    assert _stopped(guard_client, session_id).stop_reason == "client"
+
+
+def test_a_plain_openai_client_leaves_the_implicit_session_to_its_lease(
+    guard_client: NCompass, base_url: str, other_api_key: str
+) -> None:
+    code = (
+        "import openai, sys; c = openai.OpenAI(base_url=sys.argv[1], api_key=sys.argv[2]); "
+        "r = c.completions.with_raw_response.create(model='synthetic', prompt='hi', max_tokens=2); "
+        "print(r.headers['NCompass-Session'])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, base_url, other_api_key], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    session = guard_client.sessions.retrieve(proc.stdout.strip())
+    # Nothing in a plain openai process stops it: the implicit session's short lease does.
+    assert session.implicit and session.status == "active"
+    assert session.idle_timeout == 300
 
 
 def test_sigkill_is_covered_by_the_servers_lease(

@@ -40,7 +40,7 @@ SessionId = Annotated[
 def _session_rows(sessions: list[Session]) -> list[list[str]]:
     return [
         [
-            s.id,
+            s.id + (" *" if s.implicit else ""),
             s.status,
             format_time(s.started_at, short=True),
             format_duration(s.billed_seconds),
@@ -54,7 +54,10 @@ def _session_rows(sessions: list[Session]) -> list[list[str]]:
 
 _COLUMNS = ["session", "status", "started", "billed", "req", "in", "out"]
 _NUMBERS = ["billed", "req", "in", "out"]
-_LEGEND = "req: requests; in / out: prompt / completion tokens. Billing is by session time, not by token."
+_LEGEND = (
+    "req: requests; in / out: prompt / completion tokens; *: implicit (opened by inference outside a "
+    "session). Billing is by session time, not by token."
+)
 
 
 def _describe(session: Session) -> str:
@@ -180,7 +183,7 @@ def usage(
     """Billed seconds and tokens per session, with totals."""
     with make_client(options_of(ctx)) as client:
         sessions = client.sessions.list(limit=limit)
-    billed = sum(s.billed_seconds for s in sessions)
+    billed = round(sum(s.billed_seconds for s in sessions), 3)
     prompt = sum(s.usage.prompt_tokens for s in sessions)
     completion = sum(s.usage.completion_tokens for s in sessions)
     requests = sum(s.requests for s in sessions)
@@ -191,6 +194,7 @@ def usage(
                     {
                         "id": s.id,
                         "status": s.status,
+                        "implicit": s.implicit,
                         "started_at": s.started_at,
                         "stopped_at": s.stopped_at,
                         "billed_seconds": s.billed_seconds,

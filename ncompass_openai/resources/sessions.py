@@ -2,7 +2,8 @@
 
 Billing runs from a session's start to its stop. Every session started here is stopped at interpreter
 exit or on SIGTERM if the program forgets to (see ``_guard``), and the server stops one whose lease
-(``idle_timeout``, default 900 s, ``NCOMPASS_IDLE_TIMEOUT``) runs out.
+(``idle_timeout``, default 900 s, ``NCOMPASS_IDLE_TIMEOUT``) runs out. An implicit session the server
+opened for this client's inference outside a session (``NCompass-Session-Opened``) is stopped at exit too.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from openai._legacy_response import async_to_raw_response_wrapper, to_raw_respon
 from openai._resource import AsyncAPIResource, SyncAPIResource
 from openai._types import Body, Headers, Query
 
-from .. import _guard
+from .. import _guard, _headers
 from .._compat import httpx
 from .._exceptions import SessionError
 from ..types import Session, SessionList
 from ._common import check_id, check_positive, client_setting, path_id
 
-__all__ = ["AsyncSessions", "SessionList", "Sessions"]
+__all__ = ["AsyncSessions", "SessionList", "Sessions", "note_billing"]
 
 SessionStatus = Literal["active", "stopped"]
 _NO_ACTIVE = (
@@ -68,6 +69,16 @@ def _record(client: Any, session: object, *, stop_at_exit: bool = True) -> None:
         _guard.track(session.id, base_url=base_url, api_key=client.api_key, sigterm=sigterm)
     else:
         _guard.untrack(session.id, base_url=base_url)
+
+
+def note_billing(client: Any, response: httpx.Response) -> None:
+    """An inference answer whose request opened an implicit session: the billing guard stops it at exit."""
+    if response.headers.get(_headers.SESSION_OPENED) != "true":
+        return
+    session_id = response.headers.get(_headers.SESSION)
+    if session_id:
+        sigterm = bool(client_setting(client, "stop_on_sigterm"))
+        _guard.track(session_id, base_url=str(client.base_url), api_key=client.api_key, sigterm=sigterm)
 
 
 class Sessions(SyncAPIResource):

@@ -8,7 +8,7 @@ a route validates with, :func:`answers` the typed results it returns and the err
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -79,20 +79,34 @@ def query_parameters(*params: tuple[str, dict[str, Any], str]) -> dict[str, Any]
     }
 
 
+# OpenAPI 3.1 without `itemSchema`: the schema of one event (its `data` is a chunk's JSON, or `[DONE]`).
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+    "required": ["data"],
+}
+
+
 def answers(
     model: type[BaseModel],
     *,
     statuses: Iterable[int] = (200,),
     stream: bool = False,
     errors: Sequence[int] = (),
+    headers: Mapping[str, str] | None = None,
 ) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for a route: its result model under each success status, then its errors."""
+    """``responses=`` for a route: its result model (and ``headers``: name → description) under each
+    success status, then its errors."""
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         entry: dict[str, Any] = {"model": model, "description": f"`{model.__name__}`"}
         if stream:
             entry["description"] += "; with `stream: true`, Server-Sent Events ending in `data: [DONE]`"
-            entry["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+            entry["content"] = {"text/event-stream": {"schema": _SSE_EVENT}}
+        if headers:
+            entry["headers"] = {
+                name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()
+            }
         out[status] = entry
     for status in sorted({*_COMMON_ERRORS, *errors}):
         out[status] = {"model": ErrorResponse, "description": _ERROR_WHEN[status]}

@@ -37,6 +37,8 @@ class SessionStartRequest(BaseModel):
 
         if len(json.dumps(value)) > _MAX_METADATA_BYTES:
             raise ValueError(f"metadata must serialise to at most {_MAX_METADATA_BYTES} bytes of JSON")
+        if "implicit" in value:
+            raise ValueError("the key `implicit` is reserved: the server sets it on the sessions it opens")
         return value
 
 

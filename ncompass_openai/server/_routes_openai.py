@@ -15,6 +15,7 @@ from openai.types import Completion, Model
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
+from .._headers import SESSION, SESSION_OPENED
 from ._openapi import answers
 from ._openapi import json_body as documented_body
 from ._schemas import ChatCompletionRequest, CompletionRequest
@@ -55,6 +56,12 @@ async def retrieve_model(model_id: str, request: Request, tenant: AuthTenant) ->
     return _model_card(state)
 
 
+_BILLING_HEADERS = {
+    SESSION: "The session this answer's time is billed to (an implicit one if none was active).",
+    SESSION_OPENED: "`true` when this request opened that implicit session.",
+}
+
+
 def _inference(
     path: str, answer: type[BaseModel], request_model: type[BaseModel]
 ) -> Callable[[Callable[..., Awaitable[Response]]], Callable[..., Awaitable[Response]]]:
@@ -62,7 +69,7 @@ def _inference(
     return router.post(
         path,
         response_model=None,
-        responses=answers(answer, stream=True, errors=_INFERENCE_ERRORS),
+        responses=answers(answer, stream=True, errors=_INFERENCE_ERRORS, headers=_BILLING_HEADERS),
         openapi_extra=documented_body(request_model),
     )
 

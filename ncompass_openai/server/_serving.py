@@ -17,10 +17,11 @@ from typing import Any
 
 import anyio
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from . import _sse
 from ._auth import Tenant
+from ._billing import Billing
 from ._errors import answer_for, error_body, model_not_running
 from ._exceptions import ContextLengthError, InvalidRequest, ModelNotRunning, ModelUnavailableError, NotFound
 from ._runtime import GenerationStream, SamplingParams
@@ -34,7 +35,7 @@ __all__ = [
     "collect",
     "generate",
     "sampling",
-    "stream_events",
+    "stream_response",
     "unknown_model",
 ]
 
@@ -124,10 +125,11 @@ class Envelope:
         self.chunk_fields = {**self.fields, "object": chunk_obj}
 
     def response(
-        self, choices: list[dict[str, Any]], prompt_tokens: int, completion_tokens: int
+        self, choices: list[dict[str, Any]], prompt_tokens: int, completion_tokens: int, billing: Billing
     ) -> JSONResponse:
         return JSONResponse(
-            {**self.fields, "choices": choices, "usage": usage(prompt_tokens, completion_tokens)}
+            {**self.fields, "choices": choices, "usage": usage(prompt_tokens, completion_tokens)},
+            headers=billing.headers(),
         )
 
     def chunk(self, choice: dict[str, Any], *, with_usage: bool) -> str:
@@ -159,7 +161,12 @@ async def _close(stream: GenerationStream) -> None:
 
 
 async def collect(
-    request: Request, state: ServerState, tenant: Tenant, stream: GenerationStream, total: int
+    request: Request,
+    state: ServerState,
+    tenant: Tenant,
+    billing: Billing,
+    stream: GenerationStream,
+    total: int,
 ) -> Collected | None:
     """Gather a whole answer; ``None`` when the client hung up (its generation stopped at once)."""
     result: Collected | None = None
@@ -173,7 +180,7 @@ async def collect(
 
         group.start_soon(watch_disconnect)
         try:
-            result = await _gather(state, tenant, stream, total)
+            result = await _gather(state, tenant, billing, stream, total)
         except Exception as exc:
             failure = exc  # raised below, outside the group, so it is not wrapped in an ExceptionGroup
         finally:
@@ -183,22 +190,28 @@ async def collect(
     return result
 
 
-async def _gather(state: ServerState, tenant: Tenant, stream: GenerationStream, total: int) -> Collected:
+async def _gather(
+    state: ServerState, tenant: Tenant, billing: Billing, stream: GenerationStream, total: int
+) -> Collected:
     parts: list[list[str]] = [[] for _ in range(total)]
     finish: list[str | None] = [None] * total
     tokens = [0] * total
+    answered = False
     try:
         async for event in stream:
             parts[event.index].append(event.text)
             tokens[event.index] = event.completion_tokens
             if event.finish_reason is not None:
                 finish[event.index] = event.finish_reason
+        answered = True
     except ModelUnavailableError:
         raise not_running(state, tenant) from None
     finally:
         await _close(stream)
         with anyio.CancelScope(shield=True):  # usage is billed data: recorded even when cancelled
-            await state.db.run(state.sessions.record_usage, tenant.id, stream.prompt_tokens, sum(tokens))
+            if answered:
+                await billing.open()
+            await billing.record(stream.prompt_tokens, sum(tokens))
     return Collected(["".join(p) for p in parts], finish, sum(tokens))
 
 
@@ -220,9 +233,24 @@ def _error_event(exc: BaseException) -> str:
     )
 
 
-async def stream_events(
-    state: ServerState,
-    tenant: Tenant,
+async def stream_response(
+    billing: Billing,
+    stream: GenerationStream,
+    head: list[str],
+    encode: ChunkEncoder,
+    usage_chunk: Callable[[int, int], str] | None,
+) -> StreamingResponse:
+    """The streamed answer: its status and headers go out now, so its session is opened now."""
+    try:
+        await billing.open()
+    except BaseException:
+        await _close(stream)
+        raise
+    return _sse.response(_stream_events(billing, stream, head, encode, usage_chunk), billing.headers())
+
+
+async def _stream_events(
+    billing: Billing,
     stream: GenerationStream,
     head: list[str],
     encode: ChunkEncoder,
@@ -245,9 +273,7 @@ async def stream_events(
     finally:
         await _close(stream)
         with anyio.CancelScope(shield=True):  # usage is billed data: recorded even when cancelled
-            await state.db.run(
-                state.sessions.record_usage, tenant.id, stream.prompt_tokens, sum(completion_tokens.values())
-            )
+            await billing.record(stream.prompt_tokens, sum(completion_tokens.values()))
     if failed is not None:
         yield _error_event(failed)
         return

@@ -5,11 +5,20 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import Response
 
-from . import _sse
 from ._auth import Tenant
+from ._billing import Billing
 from ._exceptions import ChatTemplateError, InvalidRequest, ModelUnavailableError
 from ._schemas import ChatCompletionRequest
-from ._serving import Envelope, admit, collect, generate, not_running, sampling, stream_events, unknown_model
+from ._serving import (
+    Envelope,
+    admit,
+    collect,
+    generate,
+    not_running,
+    sampling,
+    stream_response,
+    unknown_model,
+)
 from ._state import ServerState
 
 __all__ = ["serve_chat"]
@@ -52,6 +61,7 @@ async def serve_chat(
 ) -> Response:
     """Answer one chat request (``n`` choices of one conversation)."""
     req.check()
+    billing = Billing(state, tenant)
     if req.model != state.runtime.model_id:
         raise unknown_model(state, req.model)
     prompt = _prompt(state, req)
@@ -64,7 +74,7 @@ async def serve_chat(
     env = Envelope("chatcmpl-", "chat.completion", "chat.completion.chunk", state.runtime.model_id)
 
     if not req.stream:
-        collected = await collect(request, state, tenant, stream, req.n)
+        collected = await collect(request, state, tenant, billing, stream, req.n)
         if collected is None:
             return Response(status_code=499)  # nobody is listening; the status only shows in logs
         choices = [
@@ -76,7 +86,7 @@ async def serve_chat(
             }
             for i, text in enumerate(collected.texts)
         ]
-        return env.response(choices, stream.prompt_tokens, collected.completion_tokens)
+        return env.response(choices, stream.prompt_tokens, collected.completion_tokens, billing)
 
     with_usage = req.include_usage()
 
@@ -91,6 +101,4 @@ async def serve_chat(
         return delta(index, {"content": text}, None) + end if text else end
 
     head = [delta(i, {"role": "assistant", "content": ""}, None) for i in range(req.n)]
-    return _sse.response(
-        stream_events(state, tenant, stream, head, encode, env.usage_chunk if with_usage else None)
-    )
+    return await stream_response(billing, stream, head, encode, env.usage_chunk if with_usage else None)

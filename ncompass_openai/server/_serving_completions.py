@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import Response
 
-from . import _sse
 from ._auth import Tenant
+from ._billing import Billing
 from ._schemas import CompletionRequest
-from ._serving import Envelope, admit, collect, generate, sampling, stream_events
+from ._serving import Envelope, admit, collect, generate, sampling, stream_response
 from ._state import ServerState
 
 __all__ = ["serve_completion"]
@@ -21,6 +21,7 @@ async def serve_completion(
 ) -> Response:
     """Answer one completion request (a list prompt is one batch, ``n`` choices per prompt)."""
     req.check()
+    billing = Billing(state, tenant)
     await admit(state, tenant, req.model)
     prompts = req.prompts()
     total = len(prompts) * req.n
@@ -30,7 +31,7 @@ async def serve_completion(
     env = Envelope("cmpl-", "text_completion", "text_completion", state.runtime.model_id)
 
     if not req.stream:
-        collected = await collect(request, state, tenant, stream, total)
+        collected = await collect(request, state, tenant, billing, stream, total)
         if collected is None:
             return Response(status_code=499)  # nobody is listening; the status only shows in logs
         choices = [
@@ -42,7 +43,7 @@ async def serve_completion(
             }
             for i, text in enumerate(collected.texts)
         ]
-        return env.response(choices, stream.prompt_tokens, collected.completion_tokens)
+        return env.response(choices, stream.prompt_tokens, collected.completion_tokens, billing)
 
     with_usage = req.include_usage()
 
@@ -51,6 +52,4 @@ async def serve_completion(
         return env.chunk(choice, with_usage=with_usage)
 
     head = [encode(i, prompts[i // req.n], None) for i in range(total)] if req.echo else []
-    return _sse.response(
-        stream_events(state, tenant, stream, head, encode, env.usage_chunk if with_usage else None)
-    )
+    return await stream_response(billing, stream, head, encode, env.usage_chunk if with_usage else None)

@@ -16,7 +16,10 @@ from typing import Any
 from ._db import Database
 from ._exceptions import NotFound
 
-__all__ = ["SessionStore"]
+__all__ = ["IMPLICIT", "SessionStore", "is_implicit"]
+
+IMPLICIT: dict[str, Any] = {"implicit": True}
+"""The metadata of a session the server opened for inference outside a session (reserved key)."""
 
 _COLUMNS = (
     "id, tenant_id, status, started_at, stopped_at, stop_reason, last_seen_at, idle_timeout, "
@@ -33,6 +36,10 @@ def _lapse(row: sqlite3.Row | dict[str, Any], now: float) -> tuple[float, str] |
         candidates.append((row["started_at"] + row["max_duration"], "max_duration"))
     due = [c for c in candidates if c[0] <= now]
     return min(due) if due else None
+
+
+def is_implicit(data: dict[str, Any]) -> bool:
+    return bool(json.loads(data["metadata"]).get("implicit"))
 
 
 class SessionStore:
@@ -113,28 +120,79 @@ class SessionStore:
         max_duration: float | None,
         metadata: dict[str, Any],
     ) -> tuple[dict[str, Any], bool]:
-        """The tenant's active session, or a new one; the flag says whether it was created."""
+        """The tenant's active session, or a new one; the flag says whether it was created.
+
+        An active *implicit* session is stopped at this instant (``stop_reason: "replaced"``) and the new
+        one starts at the same instant, so no second is billed twice and the caller's limits apply.
+        """
         now = time.time()
         existing = self.active(tenant_id, now)
-        if existing is not None:
+        if existing is not None and not is_implicit(existing):
             self.touch(tenant_id)
             return existing, False
         session_id = "sess_" + secrets.token_hex(12)
         try:
-            self._db.execute(
-                "INSERT INTO sessions (id, tenant_id, status, started_at, last_seen_at, idle_timeout, "
-                "max_duration, metadata) VALUES (?, ?, 'active', ?, ?, ?, ?, ?)",
-                (session_id, tenant_id, now, now, idle_timeout, max_duration, json.dumps(metadata)),
-            )
+            with self._db.transaction() as conn:
+                if existing is not None:
+                    conn.execute(
+                        "UPDATE sessions SET status='stopped', stopped_at=?, stop_reason='replaced' "
+                        "WHERE id=? AND status='active'",
+                        (now, existing["id"]),
+                    )
+                self._insert(conn, session_id, tenant_id, now, now, idle_timeout, max_duration, metadata)
         except sqlite3.IntegrityError:
-            # A concurrent start won the race: one active session per tenant, answer that one.
-            existing = self.active(tenant_id)
-            if existing is not None:
-                return existing, False
-            raise
+            return self._winner(tenant_id)
         created = self._row(session_id)
         assert created is not None
         return dict(created), True
+
+    def open_implicit(
+        self, tenant_id: str, *, since: float, idle_timeout: float
+    ) -> tuple[dict[str, Any], bool]:
+        """The session an inference answer is billed to: the active one, else a new implicit one.
+
+        The implicit session starts at ``since`` (when the request arrived), but never before the end of
+        the tenant's last session: a second is never billed twice.
+        """
+        now = time.time()
+        existing = self.active(tenant_id, now)
+        if existing is not None:
+            return existing, False
+        last = self._db.fetchone("SELECT MAX(stopped_at) AS t FROM sessions WHERE tenant_id=?", (tenant_id,))
+        started_at = min(now, max(since, last["t"] if last is not None and last["t"] is not None else since))
+        session_id = "sess_" + secrets.token_hex(12)
+        try:
+            with self._db.transaction() as conn:
+                self._insert(conn, session_id, tenant_id, started_at, now, idle_timeout, None, IMPLICIT)
+        except sqlite3.IntegrityError:
+            return self._winner(tenant_id)
+        created = self._row(session_id)
+        assert created is not None
+        return dict(created), True
+
+    @staticmethod
+    def _insert(
+        conn: sqlite3.Connection,
+        session_id: str,
+        tenant_id: str,
+        started_at: float,
+        now: float,
+        idle_timeout: float | None,
+        max_duration: float | None,
+        metadata: dict[str, Any],
+    ) -> None:
+        conn.execute(
+            "INSERT INTO sessions (id, tenant_id, status, started_at, last_seen_at, idle_timeout, "
+            "max_duration, metadata) VALUES (?, ?, 'active', ?, ?, ?, ?, ?)",
+            (session_id, tenant_id, started_at, now, idle_timeout, max_duration, json.dumps(metadata)),
+        )
+
+    def _winner(self, tenant_id: str) -> tuple[dict[str, Any], bool]:
+        # A concurrent start won the race: one active session per tenant, answer that one.
+        existing = self.active(tenant_id)
+        if existing is None:
+            raise RuntimeError("a concurrent session start left no active session")
+        return existing, False
 
     def touch(self, tenant_id: str) -> None:
         """Renew the lease of the tenant's active session (if it has not lapsed already)."""
@@ -148,13 +206,22 @@ class SessionStore:
         if not changed:
             self.active(tenant_id, now)  # a lapsed one is stopped at its lapse, not renewed
 
-    def record_usage(self, tenant_id: str, prompt_tokens: int, completion_tokens: int) -> None:
-        """Add one request's tokens to the tenant's active session."""
+    def record_usage(
+        self, tenant_id: str, session_id: str | None, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        """Add one request's tokens to the session it was billed to (else the tenant's active one), and
+        renew that session's lease: a long generation does not lapse while it runs."""
+        where, params = (
+            ("id=?", (session_id,))
+            if session_id is not None
+            else ("tenant_id=? AND status='active'", (tenant_id,))
+        )
         self._db.execute(
             "UPDATE sessions SET requests = requests + 1, prompt_tokens = prompt_tokens + ?, "
-            "completion_tokens = completion_tokens + ? WHERE tenant_id=? AND status='active'",
-            (prompt_tokens, completion_tokens, tenant_id),
+            f"completion_tokens = completion_tokens + ? WHERE {where}",
+            (prompt_tokens, completion_tokens, *params),
         )
+        self.touch(tenant_id)
 
     def heartbeat(self, tenant_id: str, session_id: str) -> dict[str, Any]:
         data = self.get(tenant_id, session_id)

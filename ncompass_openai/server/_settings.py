@@ -66,6 +66,11 @@ class ServerSettings(BaseSettings):
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Largest request body; a larger one answers 413."
     )
+    implicit_idle_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="Idle lease, seconds, of the session opened by inference outside a session.",
+    )
     sweep_interval: float = Field(
         default=1.0,
         gt=0,

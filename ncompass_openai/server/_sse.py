@@ -20,6 +20,6 @@ def event(payload: Any) -> str:
     return f"data: {_dumps(payload)}\n\n"
 
 
-def response(body: AsyncIterator[str]) -> StreamingResponse:
+def response(body: AsyncIterator[str], headers: dict[str, str] | None = None) -> StreamingResponse:
     """A streamed answer of events (no caching, no proxy buffering)."""
-    return StreamingResponse(body, media_type="text/event-stream", headers=_HEADERS)
+    return StreamingResponse(body, media_type="text/event-stream", headers={**_HEADERS, **(headers or {})})
