@@ -24,6 +24,8 @@ from typing_extensions import override
 
 from ._client_base import NCompassBase, first_model, warn_stop_failed
 from ._compat import httpx
+from ._connection import REFUSED, named, refused_on_loopback
+from ._exceptions import ServerUnreachableError
 from ._legacy_async import AsyncLegacyMixin
 from ._legacy_sync import SyncLegacyMixin
 from ._plain_server import lifecycle_path, probe_url, route_missing, unavailable_error
@@ -109,6 +111,17 @@ class NCompass(SyncLegacyMixin, NCompassBase, openai.OpenAI):
                 warn_stop_failed(session.id, error)  # the user's own exception goes on, unhidden
 
     @override
+    def _send_request(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        try:
+            response: httpx.Response = super()._send_request(request, **kwargs)
+        except httpx.ConnectError as exc:
+            if refused_on_loopback(request, exc):
+                # An OpenAIError: openai raises it as it is, without its retries.
+                raise ServerUnreachableError(request=request, reason=REFUSED) from exc
+            raise
+        return response
+
+    @override
     def _process_response(self, *, response: httpx.Response, **kwargs: Any) -> Any:
         note_billing(self, response)
         return super()._process_response(response=response, **kwargs)
@@ -119,6 +132,11 @@ class NCompass(SyncLegacyMixin, NCompassBase, openai.OpenAI):
     ) -> Any:
         try:
             return super().request(cast_to, options, stream=stream, stream_cls=stream_cls)
+        except openai.APIConnectionError as exc:
+            error = named(exc)
+            if error is exc:
+                raise
+            raise error from exc.__cause__
         except openai.NotFoundError as exc:
             path = lifecycle_path(self.base_url, exc.response.request.url)
             if path is None or not route_missing(exc):
@@ -213,6 +231,17 @@ class AsyncNCompass(AsyncLegacyMixin, NCompassBase, openai.AsyncOpenAI):
                 warn_stop_failed(session.id, error)
 
     @override
+    async def _send_request(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        try:
+            response: httpx.Response = await super()._send_request(request, **kwargs)
+        except httpx.ConnectError as exc:
+            if refused_on_loopback(request, exc):
+                # An OpenAIError: openai raises it as it is, without its retries.
+                raise ServerUnreachableError(request=request, reason=REFUSED) from exc
+            raise
+        return response
+
+    @override
     async def _process_response(self, *, response: httpx.Response, **kwargs: Any) -> Any:
         note_billing(self, response)
         return await super()._process_response(response=response, **kwargs)
@@ -223,6 +252,11 @@ class AsyncNCompass(AsyncLegacyMixin, NCompassBase, openai.AsyncOpenAI):
     ) -> Any:
         try:
             return await super().request(cast_to, options, stream=stream, stream_cls=stream_cls)
+        except openai.APIConnectionError as exc:
+            error = named(exc)
+            if error is exc:
+                raise
+            raise error from exc.__cause__
         except openai.NotFoundError as exc:
             path = lifecycle_path(self.base_url, exc.response.request.url)
             if path is None or not route_missing(exc):

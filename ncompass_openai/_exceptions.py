@@ -33,6 +33,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelNotRunningError",
     "NCompassError",
+    "ServerUnreachableError",
     "SessionError",
     "StreamError",
     "TruncatedStreamError",
@@ -69,12 +70,27 @@ class MissingDependencyError(NCompassError, ImportError):
         super().__init__(f"{feature} needs extra packages: run `{install}`.")
 
 
+def _failure(error: str | None) -> str:
+    """A failed start's error, then the one advice that helps: starting again fails the same way."""
+    cause = (error or "no reason given").rstrip().rstrip(".")
+    return (
+        f"{cause}. Starting it again fails the same way until that is fixed (on `ncompass serve`: the "
+        "--model file); then start it with `client.deployment.start()` or `ncompass model start`."
+    )
+
+
 class ModelNotRunningError(NCompassError):
     """The model deployment is stopped (or stopping), so it cannot answer."""
 
-    def __init__(self, state: str = "stopped", detail: str | None = None) -> None:
+    def __init__(
+        self, state: str = "stopped", detail: str | None = None, *, error: str | None = None
+    ) -> None:
         self.state = state
-        message = f"The model is not running (state: {state}). {_START_HINT}"
+        self.error = error
+        if state == "failed":
+            message = f"The model is not running (state: failed); its last start failed: {_failure(error)}"
+        else:
+            message = f"The model is not running (state: {state}). {_START_HINT}"
         if detail:
             message = f"{message} Server said: {detail}"
         super().__init__(message)
@@ -100,10 +116,7 @@ class DeploymentFailedError(NCompassError):
 
     def __init__(self, error: str | None) -> None:
         self.error = error
-        super().__init__(
-            f"The model deployment failed: {error or 'no reason given'}. Start it again with "
-            "`client.deployment.start()` or `ncompass model start`."
-        )
+        super().__init__(f"The model deployment failed to start: {_failure(error)}")
 
 
 class SessionError(NCompassError):
@@ -144,6 +157,23 @@ class LifecycleAPIUnavailableError(NCompassError, openai.NotFoundError):
                 + see("plain servers")
             )
         openai.NotFoundError.__init__(self, message, response=response, body=body)
+
+
+class ServerUnreachableError(NCompassError, openai.APIConnectionError):
+    """No connection to the server could be made; the message names the URL tried and the fix.
+
+    A refused connection to a loopback address (nothing listens there: ``ncompass serve`` is not running)
+    is raised at once, without openai's retries; other connection errors after them, as openai's are.
+    """
+
+    def __init__(self, *, request: httpx.Request, reason: str) -> None:
+        url = request.url
+        self.url = f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}{url.path}"
+        message = (
+            f"Could not reach {self.url}: {reason}. Check that the server is running and that "
+            "NCOMPASS_BASE_URL (or `base_url=`, `--base-url`) points at it."
+        )
+        openai.APIConnectionError.__init__(self, message=message, request=request)
 
 
 class StreamError(NCompassError):

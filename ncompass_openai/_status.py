@@ -7,6 +7,7 @@ and raises :class:`ModelNotRunningAPIError`. Every other status keeps openai's o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import openai
@@ -17,15 +18,24 @@ from ._exceptions import ModelNotRunningError
 __all__ = ["ModelNotRunningAPIError", "error_code", "status_error"]
 
 
+_STATE = re.compile(r"\(state: (\w+)\)")
+_FAILED = re.compile(r"Its last start failed: (.*?)\.? (?:Fix|Start) ")
+
+
 class ModelNotRunningAPIError(ModelNotRunningError, openai.InternalServerError):
     """A ``503 model_stopped`` answer: a ``ModelNotRunningError`` that is also openai's status error."""
 
     def __init__(self, *, detail: str | None, response: httpx.Response, body: object) -> None:
         # The client's own message (what to call, which command to run); the server's is kept in .detail.
-        openai.InternalServerError.__init__(
-            self, str(ModelNotRunningError("stopped")), response=response, body=body
-        )
-        self.state = "stopped"
+        # The state and a failed start's error are read from the server's message (the protocol's words).
+        found = _STATE.search(detail or "")
+        state = found.group(1) if found else "stopped"
+        failed = _FAILED.search(detail or "") if state == "failed" else None
+        error = failed.group(1) if failed else None
+        own = ModelNotRunningError(state, error=error)
+        openai.InternalServerError.__init__(self, str(own), response=response, body=body)
+        self.state = state
+        self.error = error
         self.detail = detail
 
 

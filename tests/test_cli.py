@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from ncompass_openai import ModelNotRunningAPIError, NCompass
 from ncompass_openai._compat import httpx
 from ncompass_openai.cli._app import app
 from ncompass_openai.cli._common import error_line, format_duration, parse_time, register_secret
@@ -732,3 +733,35 @@ def test_serve_with_a_missing_model_file_exits_at_once() -> None:
     line = _one_error_line(ran)
     assert time.monotonic() - began < 20
     assert "--model /nonexistent/model.gguf: no such file" in line
+
+
+def test_serve_exits_1_when_the_model_fails_to_load_at_boot(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a GGUF file")
+    ran = run_subprocess(None, "serve", "--model", str(broken), "--port", "0", "--db", ":memory:")
+    assert ran.code == 1, (ran.stdout, ran.stderr)
+    errors = [line for line in ran.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in ran.stderr
+    assert "failed to load at boot" in errors[0] and str(broken) in errors[0]
+    assert ".." not in errors[0]
+
+
+def test_serve_without_autostart_stays_up_with_a_failed_deployment(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a GGUF file")
+    with LocalServer(engine="llama", model=str(broken), api_keys=[KEY], autostart=False) as server:
+        started = run(server, "model", "start", "--wait", "--timeout", "30")
+        assert started.code == 1
+        # stderr holds llama.cpp's own lines too: the in-process server loads in this process.
+        [line] = [x for x in started.stderr.splitlines() if x.startswith("Error: ")]
+        assert "failed to start" in line and str(broken) in line
+        # The one advice that helps: starting again cannot, until the file is fixed.
+        assert "fails the same way until that is fixed" in line and ".." not in line
+        status = run(server, "model", "status", "--json").json()
+        assert status["state"] == "failed" and str(broken) in status["error"]
+        client = NCompass(api_key=KEY, base_url=server.base_url, max_retries=0)
+        with client, pytest.raises(ModelNotRunningAPIError) as caught:
+            client.completions.create(prompt="hi")
+        assert caught.value.state == "failed" and caught.value.error and str(broken) in caught.value.error
+        assert "fails the same way" in str(caught.value) and ".." not in str(caught.value)
+        assert run(server, "session", "list").code == 0  # the server is still up

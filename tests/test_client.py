@@ -19,6 +19,7 @@ from ncompass_openai import (
     MissingAPIKeyError,
     NCompass,
     NCompassError,
+    ServerUnreachableError,
 )
 from ncompass_openai._compat import httpx
 
@@ -418,3 +419,60 @@ async def test_a_silent_stream_fails_after_the_read_timeout(kind: str) -> None:
         elapsed = time.monotonic() - began
         await close(c)
     assert elapsed < 2.0
+
+
+# -- connection errors -------------------------------------------------------------------------------
+
+
+def _refusing_port() -> tuple[Any, int]:
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # bound but not listening: every connection is refused
+    return sock, sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_a_refused_loopback_connection_fails_at_once_naming_the_url(kind: str, host: str) -> None:
+    sock, port = _refusing_port()
+    with sock:
+        c = make_client(kind, api_key=SECRET, base_url=f"http://{host}:{port}/v1", model="m")  # 4 retries
+        started = time.monotonic()
+        with pytest.raises(ServerUnreachableError) as caught:
+            await resolve(c.completions.create(prompt="hi"))
+        elapsed = time.monotonic() - started
+        await close(c)
+    assert elapsed < 1.0  # openai's 4 retries took about 7 s
+    assert isinstance(caught.value, openai.APIConnectionError)  # openai code that catches it still does
+    message = str(caught.value)
+    assert f"http://{host}:{port}/v1/completions" in message and "refused" in message
+    assert "NCOMPASS_BASE_URL" in message and SECRET not in message
+
+
+async def test_other_connection_errors_keep_openais_retries_and_name_the_url(kind: str) -> None:
+    # A server that accepts and hangs up at once: not a refusal, so openai retries, then the URL is named.
+    import socket
+
+    accepted = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+
+        def hang_up() -> None:
+            for _ in range(3):
+                conn, _ = server.accept()
+                accepted.append(conn)
+                conn.close()
+
+        worker = threading.Thread(target=hang_up, daemon=True)
+        worker.start()
+        url = f"http://127.0.0.1:{port}/v1"
+        c = make_client(kind, api_key=SECRET, base_url=url, model="m", max_retries=2)
+        with pytest.raises(ServerUnreachableError) as caught:
+            await resolve(c.completions.create(prompt="hi"))
+        await close(c)
+        worker.join(timeout=10)
+    assert len(accepted) == 3  # the first try and two retries
+    assert f"http://127.0.0.1:{port}/v1/completions" in str(caught.value)
+    assert "connection failed" in str(caught.value)

@@ -110,13 +110,13 @@ def error_line(exc: BaseException, *, key_hint: str = "--api-key") -> str:
     import openai
     from pydantic import ValidationError
 
-    from .._exceptions import LifecycleAPIUnavailableError, MissingAPIKeyError
+    from .._exceptions import LifecycleAPIUnavailableError, MissingAPIKeyError, ServerUnreachableError
 
     message = str(exc)
     if isinstance(exc, MissingAPIKeyError):
         # The client's message speaks to Python code (`api_key=...`); this one to a shell user.
         message = f"No nCompass API key: set the {exc.env_var} environment variable (or use {key_hint})."
-    elif isinstance(exc, LifecycleAPIUnavailableError):
+    elif isinstance(exc, (LifecycleAPIUnavailableError, ServerUnreachableError)):
         message = str(exc)  # its own message names the URL and the fix; the server's body says nothing
     elif isinstance(exc, openai.APIStatusError):
         body = exc.body

@@ -67,6 +67,7 @@ def _serve(given: dict[str, Any]) -> None:
 
     from ..server import ServerSettings
     from ..server import serve as run_server
+    from ..server._exceptions import ModelLoadError
     from ._settings_flags import flag_error
 
     try:
@@ -81,12 +82,17 @@ def _serve(given: dict[str, Any]) -> None:
         )
     try:
         run_server(settings)
+    except ModelLoadError as exc:
+        raise fail(
+            f"{str(exc).rstrip('.')}. Check --model (a GGUF file llama.cpp can read), or leave it out to "
+            "serve the bundled SmolLM2-135M."
+        ) from None
     except OSError as exc:
         raise fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
 
 
-# The 0.0.x hello world's prompt. The newline matters for a completion (not a chat): after a bare "?" a
-# small instruct model often ends the text at once, after "?\n" it goes on to answer.
+# The 0.0.x hello world's prompt, as the seed's examples send it (the 0.0.x methods' `min_tokens: 1` keeps
+# the small instruct model from ending the text at once after the bare "?").
 _PROMPT = "Give me 5 tools I can use to accelerate inference of my ML model?"
 _CHAT = [
     {"role": "assistant", "content": "Hello, how can I speed up your ML inference today?"},

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 from fastapi import FastAPI
@@ -74,12 +74,16 @@ def create_app(settings: ServerSettings | None = None, *, engine: Engine | None 
         await db.run(state.sessions.sweep)  # sessions that lapsed while the server was down stop then
         deployments.restore([t.id for t in tenants.tenants], autostart=settings.autostart)
         sweeper = asyncio.create_task(_sweep_forever(state))
+        on_boot_failure = state.extra.get("on_boot_failure")
+        watcher = asyncio.create_task(_watch_boot(state, on_boot_failure)) if on_boot_failure else None
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, watcher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await deployments.close()
             with contextlib.suppress(Exception):
                 await runtime.aclose()
@@ -110,6 +114,13 @@ def create_app(settings: ServerSettings | None = None, *, engine: Engine | None 
     app.include_router(ncompass_router)
     install_openapi(app, [*OPENAI_REQUEST_MODELS, *NCOMPASS_REQUEST_MODELS])
     return app
+
+
+async def _watch_boot(state: ServerState, report: Callable[[str], None]) -> None:
+    """``extra["on_boot_failure"]`` (set by ``serve``): told when the model fails to load at boot."""
+    error = await state.deployments.boot_error()
+    if error is not None:
+        report(error)
 
 
 def _build_state(settings: ServerSettings, db: Database, engine: Engine | None) -> ServerState:

@@ -97,6 +97,15 @@ class DeploymentManager:
             if autostart or (row is not None and row["desired"] == "running"):
                 self.start(tenant_id)
 
+    async def boot_error(self) -> str | None:
+        """After :meth:`restore`: waits for the starts it began; the error if the model failed to load."""
+        tasks = [d.task for d in self._tenants.values() if d.task is not None]
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        failed = [d for d in self._tenants.values() if d.state == "failed"]
+        return failed[0].error if failed else None
+
     async def close(self) -> None:
         for dep in self._tenants.values():
             if dep.task is not None:

@@ -122,10 +122,14 @@ def model_not_running(state: str, *, retry_after: float | None = None, error: st
             code="model_starting",
             headers={RETRY_AFTER: str(seconds), SHOULD_RETRY: "true"},
         )
-    why = f" Its last start failed: {error}." if state == "failed" and error else ""
+    if state == "failed":
+        why = f" Its last start failed: {(error or 'no reason given').rstrip().rstrip('.')}."
+        advice = "Fix what that names (starting again fails the same way until then), then start it"
+    else:
+        why, advice = "", "Start it"
     return APIError(
         503,
-        f"The model is not running (state: {state}).{why} Start it with `POST /v1/deployment/start` "
+        f"The model is not running (state: {state}).{why} {advice} with `POST /v1/deployment/start` "
         "(`client.deployment.start()`, `ncompass model start`) and wait until it is running.",
         type="model_not_running",
         code="model_stopped",

@@ -12,11 +12,16 @@ __all__ = [
     "ChatTemplateError",
     "ContextLengthError",
     "InvalidRequest",
+    "ModelLoadError",
     "ModelNotRunning",
     "ModelUnavailableError",
     "NotFound",
     "QueueFullError",
 ]
+
+
+class ModelLoadError(RuntimeError):
+    """``serve``: the model failed to load at boot with autostart on, so the server ended."""
 
 
 class QueueFullError(Exception):

@@ -8,6 +8,7 @@ from typing import Any
 import uvicorn
 
 from ._app import create_app
+from ._exceptions import ModelLoadError
 from ._local import bind_socket
 from ._settings import ServerSettings
 
@@ -60,7 +61,18 @@ def serve(settings: ServerSettings | None = None, *, echo: Callable[[str], Any] 
         say(f"export NCOMPASS_BASE_URL={base_url}")
     config = uvicorn.Config(app, log_level=settings.log_level, lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
+    failures: list[str] = []
+
+    def boot_failed(error: str) -> None:
+        # A configuration that can never work (the model file does not load) ends the server at once.
+        failures.append(error)
+        server.should_exit = True
+
+    if settings.autostart:
+        state.extra["on_boot_failure"] = boot_failed
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
+    if failures:
+        raise ModelLoadError(f"The model failed to load at boot: {failures[0]}")
