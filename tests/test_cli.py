@@ -312,6 +312,14 @@ def test_complete_outside_a_session_is_billed_to_an_implicit_one_stopped_at_exit
         assert "*: implicit" in " ".join(table.split())
 
 
+def test_session_stop_without_an_active_session_succeeds() -> None:
+    with LocalServer(engine="synthetic", api_keys=[KEY]) as server:
+        ran = run(server, "session", "stop")
+        assert ran.code == 0 and ran.stdout.strip() == "No active session: nothing is billing."
+        assert run(server, "session", "stop", "--json").stdout.strip() == "null"
+        assert run(server, "session", "stop", "sess_unknown").code == 1  # a named one must exist
+
+
 def test_usage_with_no_sessions_says_so() -> None:
     with LocalServer(engine="synthetic", api_keys=[KEY]) as server:
         assert run(server, "usage", "--json").json()["sessions"] == []

@@ -100,7 +100,10 @@ def _start_session(client: NCompass) -> str:
 
 
 def _stop_session(client: NCompass) -> str:
-    session = client.sessions.stop()
+    active = client.sessions.list(status="active", limit=1)
+    if not active:  # what the caller wants is already true (a script that stopped it itself, say)
+        return "No active session: nothing is billing."
+    session = client.sessions.stop(active[0].id)
     return f"Session {session.id} stopped: billed {session.billed_seconds:.1f} s."
 
 

@@ -124,9 +124,15 @@ def start(
 def stop(ctx: typer.Context, session_id: SessionId = None, json_output: JsonOption = False) -> None:
     """Stop a session (default: the active one) and show what it billed."""
     with make_client(options_of(ctx)) as client:
-        session = client.sessions.stop(session_id)
+        if session_id is None:
+            active = client.sessions.list(status="active", limit=1)
+            session_id = active[0].id if active else None
+        # No active session: what the caller wants (nothing billing) is already true, so exit 0.
+        session = client.sessions.stop(session_id) if session_id is not None else None
     if json_output:
         print_json(session)
+    elif session is None:
+        print("No active session: nothing is billing.")
     else:
         print(_describe(session))
 
