@@ -201,6 +201,7 @@ for _error in (
     DeploymentFailedError,
     SessionError,
     LifecycleAPIUnavailableError,
+    ServerUnreachableError,
     StreamError,
     TruncatedStreamError,
 ):

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from ncompass_openai import ModelNotRunningAPIError, NCompass
 from ncompass_openai._compat import httpx
 from ncompass_openai.cli._app import app
-from ncompass_openai.cli._common import error_line, format_duration, parse_time, register_secret
+from ncompass_openai.cli._common import error_line, parse_time, register_secret
+from ncompass_openai.cli._output import format_duration
 from ncompass_openai.server import LocalServer
 
 KEY = "sk-cli-test-key-0123456789abcdef"
@@ -713,7 +714,7 @@ def test_model_wait_on_a_stopped_model_is_one_line_at_once(cli_server: LocalServ
 def test_short_times_show_the_year_when_it_is_not_this_one() -> None:
     from datetime import datetime
 
-    from ncompass_openai.cli._common import format_time
+    from ncompass_openai.cli._output import format_time
 
     now = datetime.now().astimezone()
     this_year = now.replace(month=1, day=2, hour=9, minute=30).timestamp()

@@ -1,4 +1,5 @@
-"""What every command shares: the client it talks through, error lines, JSON and table output, waiting.
+"""What every command shares: the client it talks through, error lines, time input, waiting (output is
+``_output.py``'s).
 
 Nothing here imports openai, the client or Rich at module level: ``ncompass --help`` must stay fast,
 so each helper imports what it needs when a command actually runs.
@@ -7,39 +8,31 @@ so each helper imports what it needs when a command actually runs.
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 
-if TYPE_CHECKING:
-    from rich.console import Console
+from ._output import format_duration, stderr_console
 
+if TYPE_CHECKING:
     from .._client import NCompass
     from ..types import Deployment
 
 __all__ = [
     "ClientOptions",
     "JsonOption",
+    "client_of",
+    "command_group",
     "error_line",
     "fail",
-    "format_duration",
-    "format_time",
     "handle_errors",
     "is_user_error",
-    "make_client",
-    "options_of",
     "parse_time",
-    "print_json",
-    "print_table",
     "register_secret",
-    "stderr_console",
-    "stdout_console",
     "wait_for_model",
 ]
 
@@ -61,18 +54,20 @@ class ClientOptions:
         return f"ClientOptions(api_key={'***' if self.api_key else None}, base_url={self.base_url!r})"
 
 
-def options_of(ctx: typer.Context) -> ClientOptions:
-    """The root options stored by the app's callback (defaults when a command is invoked on its own)."""
-    obj = ctx.find_root().obj
-    return obj if isinstance(obj, ClientOptions) else ClientOptions()
+def command_group(name: str, help: str) -> typer.Typer:
+    """A group of commands (``ncompass session ...``); without a command it prints its help."""
+    return typer.Typer(name=name, help=help, no_args_is_help=True)
 
 
-def make_client(options: ClientOptions) -> NCompass:
-    """An ``NCompass`` client; missing values come from ``NCOMPASS_API_KEY`` / ``NCOMPASS_BASE_URL``."""
+def client_of(ctx: typer.Context) -> NCompass:
+    """An ``NCompass`` client of the root options (``--api-key``, ``--base-url``) stored by the app's
+    callback; missing values come from ``NCOMPASS_API_KEY`` / ``NCOMPASS_BASE_URL``."""
     import os
 
     from .._client import NCompass
 
+    obj = ctx.find_root().obj
+    options = obj if isinstance(obj, ClientOptions) else ClientOptions()  # a command invoked on its own
     register_secret(options.api_key or os.environ.get("NCOMPASS_API_KEY"))
     return NCompass(api_key=options.api_key, base_url=options.base_url)
 
@@ -178,98 +173,6 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 # ---------------------------------------------------------------------------------------------------
 # Output
-
-
-def _to_data(value: Any) -> Any:
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if isinstance(value, (list, tuple)):
-        return [_to_data(item) for item in value]
-    return value
-
-
-def print_json(value: Any) -> None:
-    """Print a model, a list of models or plain data as JSON on stdout (for ``--json``)."""
-    sys.stdout.write(json.dumps(_to_data(value), indent=2, sort_keys=False) + "\n")
-    sys.stdout.flush()
-
-
-def stdout_console() -> Console:
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=False)
-
-
-def stderr_console() -> Console:
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False)
-
-
-def print_table(
-    title: str | None,
-    columns: Sequence[str],
-    rows: Iterable[Sequence[str]],
-    *,
-    right: Sequence[str] = (),
-    footer: Sequence[str] | None = None,
-    wrap: Sequence[str] = (),
-) -> None:
-    """A Rich table on stdout; columns named in ``right`` are right aligned (numbers).
-
-    Cells do not wrap (ids are copied into the next command), except in ``wrap`` columns (free text).
-    """
-    from rich import box
-    from rich.table import Table
-
-    # Compact (no outer edge, shared padding) so that a table of ids fits an 80-column terminal.
-    table = Table(
-        title=title,
-        show_footer=footer is not None,
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    for i, name in enumerate(columns):
-        table.add_column(
-            name,
-            justify="right" if name in right else "left",
-            no_wrap=name not in wrap,
-            overflow="fold" if name in wrap else "ellipsis",
-            footer=footer[i] if footer is not None else "",
-        )
-    for row in rows:
-        table.add_row(*row)
-    stdout_console().print(table)
-
-
-def format_time(timestamp: float | None, *, short: bool = False) -> str:
-    """A unix time as local ``YYYY-MM-DD HH:MM:SS``; ``-``: none.
-
-    ``short`` (in tables): ``MM-DD HH:MM``, with the year in front when it is not the current one.
-    """
-    if timestamp is None:
-        return "-"
-    moment = datetime.fromtimestamp(timestamp).astimezone()
-    if not short:
-        return moment.strftime("%Y-%m-%d %H:%M:%S")
-    same_year = moment.year == datetime.now().astimezone().year
-    return moment.strftime("%m-%d %H:%M" if same_year else "%Y-%m-%d %H:%M")
-
-
-def format_duration(seconds: float | None) -> str:
-    """``42.0 s``, ``3 min 05 s``, ``2 h 01 min``."""
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def parse_time(text: str, *, now: float | None = None) -> float:

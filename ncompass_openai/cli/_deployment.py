@@ -9,31 +9,27 @@ import typer
 
 from ._common import (
     JsonOption,
-    format_duration,
-    format_time,
+    client_of,
+    command_group,
     handle_errors,
-    make_client,
-    options_of,
     parse_time,
-    print_json,
-    print_table,
     wait_for_model,
 )
+from ._output import format_duration, format_time, print_json, print_table
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .._client import NCompass
     from ..types import Booking, Deployment
 
 __all__ = ["book_app", "model_app"]
 
-model_app = typer.Typer(
-    name="model",
-    help="The model deployment: start, stop, status, wait (a cold start takes minutes).",
-    no_args_is_help=True,
+model_app = command_group(
+    "model", "The model deployment: start, stop, status, wait (a cold start takes minutes)."
 )
-book_app = typer.Typer(
-    name="book",
-    help="Keep-warm bookings: the model is ready at a window's start and not idle-stopped inside it.",
-    no_args_is_help=True,
+book_app = command_group(
+    "book", "Keep-warm bookings: the model is ready at a window's start and not idle-stopped inside it."
 )
 
 Timeout = Annotated[float, typer.Option(help="Seconds to wait for the model before giving up.", min=0)]
@@ -59,13 +55,29 @@ def _show(deployment: Deployment, json_output: bool) -> None:
         print(describe_deployment(deployment))
 
 
-@model_app.command("status")
-@handle_errors
-def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
-    """Show the model deployment's state."""
-    with make_client(options_of(ctx)) as client:
-        deployment = client.deployment.status()
+def _call(ctx: typer.Context, json_output: bool, call: Callable[[NCompass], Deployment]) -> Deployment:
+    """``call`` with a client of the command's options, then the deployment it returns shown."""
+    with client_of(ctx) as client:
+        deployment = call(client)
     _show(deployment, json_output)
+    return deployment
+
+
+def _simple_command(name: str, doc: str, call: Callable[[NCompass], Deployment]) -> None:
+    """``ncompass model <name>``: one call, its deployment shown (``--json``: as JSON)."""
+
+    @handle_errors
+    def command(ctx: typer.Context, json_output: JsonOption = False) -> None:
+        _call(ctx, json_output, call)
+
+    command.__doc__ = doc
+    model_app.command(name)(command)
+
+
+_simple_command("status", "Show the model deployment's state.", lambda client: client.deployment.status())
+_simple_command(
+    "stop", "Stop the model (it starts again with `ncompass model start`).", lambda c: c.deployment.stop()
+)
 
 
 @model_app.command("start")
@@ -77,29 +89,23 @@ def start(
     json_output: JsonOption = False,
 ) -> None:
     """Start the model (a cold start); returns at once unless --wait."""
-    with make_client(options_of(ctx)) as client:
+
+    def start_and_wait(client: NCompass) -> Deployment:
         deployment = client.deployment.start()
         if wait and deployment.state != "running":
             deployment = wait_for_model(client, timeout=timeout, quiet=json_output)
-    _show(deployment, json_output)
+        return deployment
+
+    deployment = _call(ctx, json_output, start_and_wait)
     if not json_output and deployment.state == "starting":
         print("Follow it with `ncompass model wait` or `ncompass model status`.")
-
-
-@model_app.command("stop")
-@handle_errors
-def stop(ctx: typer.Context, json_output: JsonOption = False) -> None:
-    """Stop the model (it starts again with `ncompass model start`)."""
-    with make_client(options_of(ctx)) as client:
-        deployment = client.deployment.stop()
-    _show(deployment, json_output)
 
 
 @model_app.command("wait")
 @handle_errors
 def wait(ctx: typer.Context, timeout: Timeout = 600.0, json_output: JsonOption = False) -> None:
     """Wait until the model is running, with a spinner, the elapsed time and the server's estimate."""
-    with make_client(options_of(ctx)) as client:
+    with client_of(ctx) as client:
         deployment = wait_for_model(client, timeout=timeout, quiet=json_output)
     if json_output:
         print_json(deployment)
@@ -130,7 +136,7 @@ def add(
 ) -> None:
     """Book a keep-warm window."""
     start_ts, end_ts = parse_time(start_at), parse_time(end_at)
-    with make_client(options_of(ctx)) as client:
+    with client_of(ctx) as client:
         booking = client.deployment.bookings.create(start_at=start_ts, end_at=end_ts, note=note)
     if json_output:
         print_json(booking)
@@ -145,7 +151,7 @@ def add(
 @handle_errors
 def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """List bookings, soonest first."""
-    with make_client(options_of(ctx)) as client:
+    with client_of(ctx) as client:
         bookings = client.deployment.bookings.list()
     if json_output:
         print_json(bookings)
@@ -165,7 +171,7 @@ def cancel(
     json_output: JsonOption = False,
 ) -> None:
     """Cancel a booking."""
-    with make_client(options_of(ctx)) as client:
+    with client_of(ctx) as client:
         booking = client.deployment.bookings.cancel(booking_id)
     if json_output:
         print_json(booking)

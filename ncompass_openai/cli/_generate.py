@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ._common import JsonOption, handle_errors, make_client, options_of, print_json
+from ._common import JsonOption, client_of, handle_errors
+from ._output import print_json
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -77,7 +78,7 @@ def complete(
     """Complete a prompt, streaming the text to the terminal (--json: the whole response object)."""
     text = _read_text(prompt, "prompt")
     params = _params(max_tokens, temperature, top_p, model)
-    with make_client(options_of(ctx)) as client:
+    with client_of(ctx) as client:
         if json_output:
             print_json(client.completions.create(prompt=text, **params))
         elif not _stream(client.complete_prompt(text, stream=True, **params)).strip():
@@ -103,17 +104,17 @@ def chat(
         ),
     ] = None,
     system: Annotated[str | None, typer.Option(help="A system message.", show_default=False)] = None,
+    model: Model = None,
     max_tokens: MaxTokens = 300,
     temperature: Temperature = 0.5,
     top_p: TopP = 0.9,
-    model: Model = None,
     json_output: JsonOption = False,
 ) -> None:
     """Chat with the model, the answer streamed to the terminal (--json: the whole response object)."""
     params = _params(max_tokens, temperature, top_p, model)
     messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     interactive = message is None and sys.stdin.isatty() and not json_output
-    with make_client(options_of(ctx)) as client:
+    with client_of(ctx) as client:
         if not interactive:
             messages.append({"role": "user", "content": _read_text(message, "message")})
             if json_output:

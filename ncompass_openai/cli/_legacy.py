@@ -13,7 +13,8 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from ._common import error_line, format_time, is_user_error, register_secret
+from ._common import error_line, is_user_error, register_secret
+from ._output import format_time
 
 if TYPE_CHECKING:
     from .._client import NCompass

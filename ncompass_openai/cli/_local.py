@@ -10,7 +10,8 @@ from typing import Annotated, Any, Literal
 import typer
 from typer.core import TyperCommand
 
-from ._common import fail, format_duration, handle_errors, stderr_console, wait_for_model
+from ._common import fail, handle_errors, wait_for_model
+from ._output import format_duration, stderr_console
 
 __all__ = ["ServeCommand", "demo", "serve"]
 

@@ -6,27 +6,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ._common import (
-    JsonOption,
-    format_duration,
-    format_time,
-    handle_errors,
-    make_client,
-    options_of,
-    print_json,
-    print_table,
-    stdout_console,
-)
+from ._common import JsonOption, client_of, command_group, handle_errors
+from ._output import format_duration, format_time, print_json, print_table, stdout_console
 
 if TYPE_CHECKING:
+    from .._client import NCompass
     from ..types import Session
 
 __all__ = ["session_app", "usage"]
 
-session_app = typer.Typer(
-    name="session",
-    help="Time-billed sessions: billing runs from a session's start to its stop.",
-    no_args_is_help=True,
+session_app = command_group(
+    "session", "Time-billed sessions: billing runs from a session's start to its stop."
 )
 
 SessionId = Annotated[
@@ -95,7 +85,7 @@ def start(
         kwargs["idle_timeout"] = idle_timeout
     if max_duration is not None:
         kwargs["max_duration"] = max_duration
-    with make_client(options_of(ctx)) as client:
+    with client_of(ctx) as client:
         # The session outlives this command, billing until `ncompass session stop`, as 0.0.x's did.
         raw = client.sessions.with_raw_response.start(stop_at_exit=False, **kwargs)
         session = raw.parse()
@@ -119,40 +109,39 @@ def start(
         )
 
 
+def _named_or_active(client: NCompass, session_id: str | None) -> Session | None:
+    if session_id is not None:
+        return client.sessions.retrieve(session_id)
+    active = client.sessions.list(status="active", limit=1)
+    return active[0] if active else None
+
+
+def _show(session: Session | None, json_output: bool, none: str) -> None:
+    if json_output:
+        print_json(session)
+    else:
+        print(none if session is None else _describe(session))
+
+
 @session_app.command("stop")
 @handle_errors
 def stop(ctx: typer.Context, session_id: SessionId = None, json_output: JsonOption = False) -> None:
     """Stop a session (default: the active one) and show what it billed."""
-    with make_client(options_of(ctx)) as client:
-        if session_id is None:
-            active = client.sessions.list(status="active", limit=1)
-            session_id = active[0].id if active else None
-        # No active session: what the caller wants (nothing billing) is already true, so exit 0.
-        session = client.sessions.stop(session_id) if session_id is not None else None
-    if json_output:
-        print_json(session)
-    elif session is None:
-        print("No active session: nothing is billing.")
-    else:
-        print(_describe(session))
+    with client_of(ctx) as client:
+        session = _named_or_active(client, session_id)
+        if session is not None:
+            session = client.sessions.stop(session.id)
+    # No active session: what the caller wants (nothing billing) is already true, so exit 0.
+    _show(session, json_output, "No active session: nothing is billing.")
 
 
 @session_app.command("status")
 @handle_errors
 def status(ctx: typer.Context, session_id: SessionId = None, json_output: JsonOption = False) -> None:
     """Show one session (default: the active one)."""
-    with make_client(options_of(ctx)) as client:
-        if session_id is not None:
-            session: Session | None = client.sessions.retrieve(session_id)
-        else:
-            active = client.sessions.list(status="active", limit=1)
-            session = active[0] if active else None
-    if json_output:
-        print_json(session)
-    elif session is None:
-        print("No active session. Start one with `ncompass session start`.")
-    else:
-        print(_describe(session))
+    with client_of(ctx) as client:
+        session = _named_or_active(client, session_id)
+    _show(session, json_output, "No active session. Start one with `ncompass session start`.")
 
 
 @session_app.command("list")
@@ -169,7 +158,7 @@ def list_(
     """List sessions, newest first."""
     if status not in (None, "active", "stopped"):
         raise ValueError(f"--status must be active or stopped, not {status!r}.")
-    with make_client(options_of(ctx)) as client:
+    with client_of(ctx) as client:
         sessions = client.sessions.list(status=status, limit=limit)  # type: ignore[arg-type]
     if json_output:
         print_json(sessions)
@@ -187,7 +176,7 @@ def usage(
     json_output: JsonOption = False,
 ) -> None:
     """Billed seconds and tokens per session, with totals."""
-    with make_client(options_of(ctx)) as client:
+    with client_of(ctx) as client:
         sessions = client.sessions.list(limit=limit)
     billed = round(sum(s.billed_seconds for s in sessions), 3)
     prompt = sum(s.usage.prompt_tokens for s in sessions)

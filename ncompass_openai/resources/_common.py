@@ -1,14 +1,46 @@
-"""Small helpers shared by the nCompass resources: argument checks (raised before any request)."""
+"""Small helpers shared by the nCompass resources: per-request options, and argument checks (raised
+before any request)."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import quote
 
+from openai import NotGiven
+from openai._base_client import make_request_options
+from openai._types import Body, Headers, Query
+from openai._types import RequestOptions as OpenAIRequestOptions
+
+from .._compat import httpx
 from .._settings import NCompassSettings
 
-__all__ = ["check_id", "check_positive", "client_setting", "path_id"]
+__all__ = [
+    "RequestOptions",
+    "check_id",
+    "check_positive",
+    "client_setting",
+    "path_id",
+    "request_options",
+]
+
+
+class RequestOptions(TypedDict, total=False):
+    """What every resource method takes besides its own arguments, as openai's methods do."""
+
+    extra_headers: Headers | None
+    """Extra HTTP headers for this request."""
+    extra_query: Query | None
+    """Extra query parameters for this request."""
+    extra_body: Body | None
+    """Extra JSON fields for this request."""
+    timeout: float | httpx.Timeout | NotGiven | None
+    """Timeout of this request, overriding the client's."""
+
+
+def request_options(options: RequestOptions, *, query: Query | None = None) -> OpenAIRequestOptions:
+    """openai's request options from a method's ``**options`` (and its own query parameters)."""
+    return make_request_options(query=query, **options)
 
 
 def check_id(name: str, value: object, prefix: str) -> str:

@@ -12,16 +12,13 @@ import time
 from datetime import datetime
 from functools import cached_property
 
-from openai import NotGiven, not_given
-from openai._base_client import make_request_options
 from openai._legacy_response import async_to_raw_response_wrapper, to_raw_response_wrapper
 from openai._resource import AsyncAPIResource, SyncAPIResource
-from openai._types import Body, Headers, Query
+from typing_extensions import Unpack
 
-from .._compat import httpx
 from .._time import TimeLike, to_unix
 from ..types import Booking, BookingList
-from ._common import check_id, path_id
+from ._common import RequestOptions, check_id, path_id, request_options
 
 __all__ = ["AsyncBookings", "BookingList", "Bookings", "TimeLike", "to_unix"]
 
@@ -58,10 +55,7 @@ class Bookings(SyncAPIResource):
         start_at: TimeLike,
         end_at: TimeLike,
         note: str = "",
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> Booking:
         """Books a window in which the model is kept running (started early enough to be ready).
 
@@ -70,34 +64,23 @@ class Bookings(SyncAPIResource):
                 8601.
             end_at: When the window ends; after ``start_at`` and in the future.
             note: Free text stored with the booking.
-            extra_headers: Extra HTTP headers for this request.
-            extra_query: Extra query parameters for this request.
-            extra_body: Extra JSON fields for this request.
-            timeout: Timeout of this request, overriding the client's.
+            **options: Per-request ``extra_headers``, ``extra_query``, ``extra_body``, ``timeout``.
         """
         return self._post(
             "/deployment/bookings",
             body=_create_body(start_at, end_at, note),
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=Booking,
         )
 
     def list(
         self,
-        *,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> builtins.list[Booking]:
         """Lists the key's bookings, soonest first."""
         page = self._get(
             "/deployment/bookings",
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=BookingList,
         )
         return page.data if isinstance(page, BookingList) else page  # a raw response passes through
@@ -105,18 +88,12 @@ class Bookings(SyncAPIResource):
     def cancel(
         self,
         id: str,
-        *,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> Booking:
         """Cancels a booking."""
         return self._delete(
             f"/deployment/bookings/{path_id(check_id('id', id, 'book_'))}",
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=Booking,
         )
 
@@ -135,10 +112,7 @@ class AsyncBookings(AsyncAPIResource):
         start_at: TimeLike,
         end_at: TimeLike,
         note: str = "",
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> Booking:
         """Books a window in which the model is kept running (started early enough to be ready).
 
@@ -147,34 +121,23 @@ class AsyncBookings(AsyncAPIResource):
                 8601.
             end_at: When the window ends; after ``start_at`` and in the future.
             note: Free text stored with the booking.
-            extra_headers: Extra HTTP headers for this request.
-            extra_query: Extra query parameters for this request.
-            extra_body: Extra JSON fields for this request.
-            timeout: Timeout of this request, overriding the client's.
+            **options: Per-request ``extra_headers``, ``extra_query``, ``extra_body``, ``timeout``.
         """
         return await self._post(
             "/deployment/bookings",
             body=_create_body(start_at, end_at, note),
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=Booking,
         )
 
     async def list(
         self,
-        *,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> builtins.list[Booking]:
         """Lists the key's bookings, soonest first."""
         page = await self._get(
             "/deployment/bookings",
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=BookingList,
         )
         return page.data if isinstance(page, BookingList) else page  # a raw response passes through
@@ -182,18 +145,12 @@ class AsyncBookings(AsyncAPIResource):
     async def cancel(
         self,
         id: str,
-        *,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> Booking:
         """Cancels a booking."""
         return await self._delete(
             f"/deployment/bookings/{path_id(check_id('id', id, 'book_'))}",
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=Booking,
         )
 

@@ -10,15 +10,13 @@ from collections.abc import Awaitable
 from functools import cached_property
 
 import openai
-from openai import NotGiven, not_given
-from openai._base_client import make_request_options
 from openai._legacy_response import async_to_raw_response_wrapper, to_raw_response_wrapper
 from openai._resource import AsyncAPIResource, SyncAPIResource
-from openai._types import Body, Headers, Query
+from typing_extensions import Unpack
 
-from .._compat import httpx
 from .._exceptions import ModelNotRunningError
 from ..types import Deployment
+from ._common import RequestOptions, request_options
 from ._wait import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_WAIT_TIMEOUT,
@@ -51,54 +49,36 @@ class DeploymentResource(SyncAPIResource):
 
     def status(
         self,
-        *,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> Deployment:
         """Returns the deployment: its state, whether it is ready, when it should be."""
         return self._get(
             "/deployment",
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=Deployment,
         )
 
     def start(
         self,
-        *,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> Deployment:
         """Starts the model (a cold start takes minutes); returns at once. See ``wait_until_running``."""
         return self._post(
             "/deployment/start",
             body={},
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=Deployment,
         )
 
     def stop(
         self,
-        *,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> Deployment:
         """Stops the model; inference then answers 503 until it is started again."""
         return self._post(
             "/deployment/stop",
             body={},
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=Deployment,
         )
 
@@ -206,54 +186,36 @@ class AsyncDeploymentResource(AsyncAPIResource):
 
     async def status(
         self,
-        *,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> Deployment:
         """Returns the deployment: its state, whether it is ready, when it should be."""
         return await self._get(
             "/deployment",
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=Deployment,
         )
 
     async def start(
         self,
-        *,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> Deployment:
         """Starts the model (a cold start takes minutes); returns at once. See ``wait_until_running``."""
         return await self._post(
             "/deployment/start",
             body={},
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=Deployment,
         )
 
     async def stop(
         self,
-        *,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> Deployment:
         """Stops the model; inference then answers 503 until it is started again."""
         return await self._post(
             "/deployment/stop",
             body={},
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=Deployment,
         )
 

@@ -14,16 +14,15 @@ from functools import cached_property
 from typing import Any, Literal
 
 from openai import NotGiven, not_given
-from openai._base_client import make_request_options
 from openai._legacy_response import async_to_raw_response_wrapper, to_raw_response_wrapper
 from openai._resource import AsyncAPIResource, SyncAPIResource
-from openai._types import Body, Headers, Query
+from typing_extensions import Unpack
 
 from .. import _guard, _headers
 from .._compat import httpx
 from .._exceptions import SessionError
 from ..types import Session, SessionList
-from ._common import check_id, check_positive, client_setting, path_id
+from ._common import RequestOptions, check_id, check_positive, client_setting, path_id, request_options
 
 __all__ = ["AsyncSessions", "SessionList", "Sessions", "note_billing"]
 
@@ -96,10 +95,7 @@ class Sessions(SyncAPIResource):
         max_duration: float | None = None,
         metadata: Mapping[str, object] | None = None,
         stop_at_exit: bool = True,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> Session:
         """Starts a session, or returns the key's active one (one active session per key).
 
@@ -111,17 +107,12 @@ class Sessions(SyncAPIResource):
             metadata: Free-form JSON stored with the session.
             stop_at_exit: Stop the session when this process exits or gets SIGTERM, if it is still
                 active then. ``False`` for a session meant to outlive the process (a CLI command).
-            extra_headers: Extra HTTP headers for this request.
-            extra_query: Extra query parameters for this request.
-            extra_body: Extra JSON fields for this request.
-            timeout: Timeout of this request, overriding the client's.
+            **options: Per-request ``extra_headers``, ``extra_query``, ``extra_body``, ``timeout``.
         """
         session = self._post(
             "/sessions",
             body=_start_body(self._client, idle_timeout, max_duration, metadata),
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=Session,
         )
         _record(self._client, session, stop_at_exit=stop_at_exit)
@@ -130,20 +121,14 @@ class Sessions(SyncAPIResource):
     def stop(
         self,
         id: str | None = None,
-        *,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> Session:
         """Stops a session (``None``: the active one); stopping a stopped session returns it unchanged."""
         session_id = self._active_id("stop") if id is None else check_id("id", id, "sess_")
         session = self._post(
             f"/sessions/{path_id(session_id)}/stop",
             body={},
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=Session,
         )
         _record(self._client, session)
@@ -152,18 +137,12 @@ class Sessions(SyncAPIResource):
     def retrieve(
         self,
         id: str,
-        *,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> Session:
         """Returns one session of this key."""
         session = self._get(
             f"/sessions/{path_id(check_id('id', id, 'sess_'))}",
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=Session,
         )
         if isinstance(session, Session) and session.status == "stopped":
@@ -175,21 +154,12 @@ class Sessions(SyncAPIResource):
         *,
         status: SessionStatus | None = None,
         limit: int | None = None,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> builtins.list[Session]:
         """Lists this key's sessions, newest first."""
         page = self._get(
             "/sessions",
-            options=make_request_options(
-                query=_list_query(status, limit),
-                extra_headers=extra_headers,
-                extra_query=extra_query,
-                extra_body=extra_body,
-                timeout=timeout,
-            ),
+            options=request_options(options, query=_list_query(status, limit)),
             cast_to=SessionList,
         )
         return page.data if isinstance(page, SessionList) else page  # a raw response passes through
@@ -197,20 +167,14 @@ class Sessions(SyncAPIResource):
     def heartbeat(
         self,
         id: str | None = None,
-        *,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> Session:
         """Renews a session's idle lease (``None``: the active one)."""
         session_id = self._active_id("renew") if id is None else check_id("id", id, "sess_")
         return self._post(
             f"/sessions/{path_id(session_id)}/heartbeat",
             body={},
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=Session,
         )
 
@@ -236,10 +200,7 @@ class AsyncSessions(AsyncAPIResource):
         max_duration: float | None = None,
         metadata: Mapping[str, object] | None = None,
         stop_at_exit: bool = True,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> Session:
         """Starts a session, or returns the key's active one (one active session per key).
 
@@ -251,17 +212,12 @@ class AsyncSessions(AsyncAPIResource):
             metadata: Free-form JSON stored with the session.
             stop_at_exit: Stop the session when this process exits or gets SIGTERM, if it is still
                 active then. ``False`` for a session meant to outlive the process (a CLI command).
-            extra_headers: Extra HTTP headers for this request.
-            extra_query: Extra query parameters for this request.
-            extra_body: Extra JSON fields for this request.
-            timeout: Timeout of this request, overriding the client's.
+            **options: Per-request ``extra_headers``, ``extra_query``, ``extra_body``, ``timeout``.
         """
         session = await self._post(
             "/sessions",
             body=_start_body(self._client, idle_timeout, max_duration, metadata),
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=Session,
         )
         _record(self._client, session, stop_at_exit=stop_at_exit)
@@ -270,20 +226,14 @@ class AsyncSessions(AsyncAPIResource):
     async def stop(
         self,
         id: str | None = None,
-        *,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> Session:
         """Stops a session (``None``: the active one); stopping a stopped session returns it unchanged."""
         session_id = await self._active_id("stop") if id is None else check_id("id", id, "sess_")
         session = await self._post(
             f"/sessions/{path_id(session_id)}/stop",
             body={},
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=Session,
         )
         _record(self._client, session)
@@ -292,18 +242,12 @@ class AsyncSessions(AsyncAPIResource):
     async def retrieve(
         self,
         id: str,
-        *,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> Session:
         """Returns one session of this key."""
         session = await self._get(
             f"/sessions/{path_id(check_id('id', id, 'sess_'))}",
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=Session,
         )
         if isinstance(session, Session) and session.status == "stopped":
@@ -315,21 +259,12 @@ class AsyncSessions(AsyncAPIResource):
         *,
         status: SessionStatus | None = None,
         limit: int | None = None,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> builtins.list[Session]:
         """Lists this key's sessions, newest first."""
         page = await self._get(
             "/sessions",
-            options=make_request_options(
-                query=_list_query(status, limit),
-                extra_headers=extra_headers,
-                extra_query=extra_query,
-                extra_body=extra_body,
-                timeout=timeout,
-            ),
+            options=request_options(options, query=_list_query(status, limit)),
             cast_to=SessionList,
         )
         return page.data if isinstance(page, SessionList) else page  # a raw response passes through
@@ -337,20 +272,14 @@ class AsyncSessions(AsyncAPIResource):
     async def heartbeat(
         self,
         id: str | None = None,
-        *,
-        extra_headers: Headers | None = None,
-        extra_query: Query | None = None,
-        extra_body: Body | None = None,
-        timeout: float | httpx.Timeout | NotGiven | None = not_given,
+        **options: Unpack[RequestOptions],
     ) -> Session:
         """Renews a session's idle lease (``None``: the active one)."""
         session_id = await self._active_id("renew") if id is None else check_id("id", id, "sess_")
         return await self._post(
             f"/sessions/{path_id(session_id)}/heartbeat",
             body={},
-            options=make_request_options(
-                extra_headers=extra_headers, extra_query=extra_query, extra_body=extra_body, timeout=timeout
-            ),
+            options=request_options(options),
             cast_to=Session,
         )
 

@@ -28,8 +28,7 @@ class QueueFullError(Exception):
     """The tenant already has as many requests queued or running as allowed (the route answers 429)."""
 
     def __init__(self, retry_after: int, limit: int) -> None:
-        self.retry_after = retry_after
-        self.limit = limit
+        self.retry_after, self.limit = retry_after, limit
         super().__init__(
             f"Too many requests in flight for this API key (at most {limit} queued or running): wait for "
             f"one to finish and retry in {retry_after} s."

@@ -8,9 +8,10 @@ loudly instead of getting a different answer than it asked for.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from ._exceptions import InvalidRequest
 
@@ -22,6 +23,17 @@ _MAX_STOP = 4
 
 def _unsupported(name: str, hint: str = "") -> ValueError:
     return ValueError(f"`{name}` is not supported by this server; remove it{hint}")
+
+
+def _refused(name: str, neutral: Callable[[Any], bool]) -> AfterValidator:
+    """A field accepted only at its neutral value (an unchanged client sends that); anything else is a 400."""
+
+    def check(value: Any) -> Any:
+        if not neutral(value):
+            raise _unsupported(name)
+        return value
+
+    return AfterValidator(check)
 
 
 class _Strict(BaseModel):
@@ -101,29 +113,15 @@ class CompletionRequest(_Sampling):
     prompt: str | list[str]
     max_tokens: int | None = Field(default=16, ge=1)
     echo: bool = False
-    logprobs: int | None = None
+    logprobs: Annotated[int | None, _refused("logprobs", lambda v: v is None)] = None
     best_of: int | None = None
-    suffix: str | None = None
+    suffix: Annotated[str | None, _refused("suffix", lambda v: not v)] = None
 
     @field_validator("prompt")
     @classmethod
     def _check_prompt(cls, value: str | list[str]) -> str | list[str]:
         if isinstance(value, list) and not value:
             raise ValueError("a list prompt must hold at least one string")
-        return value
-
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: int | None) -> int | None:
-        if value is not None:
-            raise _unsupported("logprobs")
-        return value
-
-    @field_validator("suffix")
-    @classmethod
-    def _no_suffix(cls, value: str | None) -> str | None:
-        if value:
-            raise _unsupported("suffix")
         return value
 
     def check(self) -> None:
@@ -154,8 +152,8 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
+    logprobs: Annotated[bool | None, _refused("logprobs", lambda v: not v)] = None
+    top_logprobs: Annotated[int | None, _refused("top_logprobs", lambda v: v is None)] = None
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Literal["none", "auto"] | None = None
@@ -165,20 +163,6 @@ class ChatCompletionRequest(_Sampling):
     continue_final_message: bool = False
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
-
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: bool | None) -> bool | None:
-        if value:
-            raise _unsupported("logprobs")
-        return value
-
-    @field_validator("top_logprobs")
-    @classmethod
-    def _no_top_logprobs(cls, value: int | None) -> int | None:
-        if value is not None:
-            raise _unsupported("top_logprobs")
-        return value
 
     @field_validator("response_format")
     @classmethod

@@ -130,21 +130,8 @@ class SessionStore:
         if existing is not None and not is_implicit(existing):
             self.touch(tenant_id)
             return existing, False
-        session_id = "sess_" + secrets.token_hex(12)
-        try:
-            with self._db.transaction() as conn:
-                if existing is not None:
-                    conn.execute(
-                        "UPDATE sessions SET status='stopped', stopped_at=?, stop_reason='replaced' "
-                        "WHERE id=? AND status='active'",
-                        (now, existing["id"]),
-                    )
-                self._insert(conn, session_id, tenant_id, now, now, idle_timeout, max_duration, metadata)
-        except sqlite3.IntegrityError:
-            return self._winner(tenant_id)
-        created = self._row(session_id)
-        assert created is not None
-        return dict(created), True
+        replaced = existing["id"] if existing is not None else None
+        return self._create(tenant_id, now, now, idle_timeout, max_duration, metadata, replaced=replaced)
 
     def open_implicit(
         self, tenant_id: str, *, since: float, idle_timeout: float
@@ -160,32 +147,47 @@ class SessionStore:
             return existing, False
         last = self._db.fetchone("SELECT MAX(stopped_at) AS t FROM sessions WHERE tenant_id=?", (tenant_id,))
         started_at = min(now, max(since, last["t"] if last is not None and last["t"] is not None else since))
-        session_id = "sess_" + secrets.token_hex(12)
-        try:
-            with self._db.transaction() as conn:
-                self._insert(conn, session_id, tenant_id, started_at, now, idle_timeout, None, IMPLICIT)
-        except sqlite3.IntegrityError:
-            return self._winner(tenant_id)
-        created = self._row(session_id)
-        assert created is not None
-        return dict(created), True
+        return self._create(tenant_id, started_at, now, idle_timeout, None, IMPLICIT)
 
-    @staticmethod
-    def _insert(
-        conn: sqlite3.Connection,
-        session_id: str,
+    def _create(
+        self,
         tenant_id: str,
         started_at: float,
         now: float,
         idle_timeout: float | None,
         max_duration: float | None,
         metadata: dict[str, Any],
-    ) -> None:
-        conn.execute(
-            "INSERT INTO sessions (id, tenant_id, status, started_at, last_seen_at, idle_timeout, "
-            "max_duration, metadata) VALUES (?, ?, 'active', ?, ?, ?, ?, ?)",
-            (session_id, tenant_id, started_at, now, idle_timeout, max_duration, json.dumps(metadata)),
-        )
+        *,
+        replaced: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """A new active session (stopping ``replaced`` at ``now`` in the same transaction)."""
+        session_id = "sess_" + secrets.token_hex(12)
+        try:
+            with self._db.transaction() as conn:
+                if replaced is not None:
+                    conn.execute(
+                        "UPDATE sessions SET status='stopped', stopped_at=?, stop_reason='replaced' "
+                        "WHERE id=? AND status='active'",
+                        (now, replaced),
+                    )
+                conn.execute(
+                    "INSERT INTO sessions (id, tenant_id, status, started_at, last_seen_at, idle_timeout, "
+                    "max_duration, metadata) VALUES (?, ?, 'active', ?, ?, ?, ?, ?)",
+                    (
+                        session_id,
+                        tenant_id,
+                        started_at,
+                        now,
+                        idle_timeout,
+                        max_duration,
+                        json.dumps(metadata),
+                    ),
+                )
+        except sqlite3.IntegrityError:
+            return self._winner(tenant_id)
+        created = self._row(session_id)
+        assert created is not None
+        return dict(created), True
 
     def _winner(self, tenant_id: str) -> tuple[dict[str, Any], bool]:
         # A concurrent start won the race: one active session per tenant, answer that one.
