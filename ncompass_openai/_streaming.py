@@ -155,54 +155,77 @@ class _Finish:
                 self._on_close()
 
 
+class _Decoder:
+    """The text pieces of a stream's body, chunk by chunk: the per-event work of both iterators."""
+
+    __slots__ = ("_chat", "_feed", "_loads", "_parser", "_request", "done")
+
+    def __init__(self, chat: bool, request: httpx.Request) -> None:
+        self._parser = _SSEParser()
+        self._feed = self._parser.feed
+        self._chat = chat
+        self._request = request
+        self._loads = _loads  # read once per stream (the benchmark swaps it)
+        self.done = False
+
+    def feed(self, chunk: bytes) -> Iterator[str]:
+        """The new text of one chunk of the body; a stream error event raises (after the text before it)."""
+        chat = self._chat
+        for data in self._feed(chunk):
+            if self.done:
+                continue
+            if data == b"[DONE]":
+                # Read on to the end of the body (nothing but its terminator should follow) so the
+                # connection returns to the pool instead of being closed.
+                self.done = True
+                continue
+            try:
+                event = self._loads(data)
+            except ValueError as err:
+                raise _not_json(data, err) from None
+            choices = event.get("choices") if type(event) is dict else None
+            if choices:
+                if len(choices) == 1:
+                    choice = choices[0]
+                    text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+                    if text:
+                        yield text
+                else:
+                    yield from _texts(event, chat)
+                continue
+            error = _event_error(event, self._request)
+            if error is not None:
+                raise error
+
+    def close(self) -> None:
+        """At the end of the body: an answer without its final ``[DONE]`` is incomplete."""
+        if not self.done:
+            for data in self._parser.close():
+                if data == b"[DONE]":
+                    self.done = True
+        if not self.done:
+            raise TruncatedStreamError()
+
+
+def _cut(err: Exception, request: httpx.Request) -> Exception:
+    """A transport error mid-body: openai's timeout error, or the connection was cut (incomplete answer)."""
+    if isinstance(err, httpx.TimeoutException):
+        return openai.APITimeoutError(request=request)
+    return TruncatedStreamError()
+
+
 def _iter_text(response: httpx.Response, chat: bool, finish: _Finish) -> Generator[str, None, None]:
     try:
         # Primed by TextStream: from this point on the finally clause runs however the generator ends,
         # including when it is dropped unstarted by its consumer.
         yield ""
-        parser = _SSEParser()
-        feed = parser.feed
-        done = False
-        loads = _loads
-        chunks = response.iter_bytes()
+        decoder = _Decoder(chat, response.request)
         try:
-            for chunk in chunks:
-                for data in feed(chunk):
-                    if done:
-                        continue
-                    if data == b"[DONE]":
-                        # Read on to the end of the body (nothing but its terminator should follow)
-                        # so the connection returns to the pool instead of being closed.
-                        done = True
-                        continue
-                    try:
-                        event = loads(data)
-                    except ValueError as err:
-                        raise _not_json(data, err) from None
-                    choices = event.get("choices") if type(event) is dict else None
-                    if choices:
-                        if len(choices) == 1:
-                            choice = choices[0]
-                            text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
-                            if text:
-                                yield text
-                        else:
-                            yield from _texts(event, chat)
-                        continue
-                    error = _event_error(event, response.request)
-                    if error is not None:
-                        raise error
-            if not done:
-                for data in parser.close():
-                    if data == b"[DONE]":
-                        done = True
-        except httpx.TimeoutException as err:
-            raise openai.APITimeoutError(request=response.request) from err
+            for chunk in response.iter_bytes():
+                yield from decoder.feed(chunk)
         except httpx.TransportError as err:
-            # The connection was cut mid-body: the answer is incomplete.
-            raise TruncatedStreamError() from err
-        if not done:
-            raise TruncatedStreamError()
+            raise _cut(err, response.request) from err
+        decoder.close()
     finally:
         finish()
 
@@ -210,46 +233,14 @@ def _iter_text(response: httpx.Response, chat: bool, finish: _Finish) -> Generat
 async def _aiter_text(response: httpx.Response, chat: bool, finish: _Finish) -> AsyncGenerator[str, None]:
     try:
         yield ""
-        parser = _SSEParser()
-        feed = parser.feed
-        done = False
-        loads = _loads
+        decoder = _Decoder(chat, response.request)
         try:
             async for chunk in response.aiter_bytes():
-                for data in feed(chunk):
-                    if done:
-                        continue
-                    if data == b"[DONE]":
-                        done = True
-                        continue
-                    try:
-                        event = loads(data)
-                    except ValueError as err:
-                        raise _not_json(data, err) from None
-                    choices = event.get("choices") if type(event) is dict else None
-                    if choices:
-                        if len(choices) == 1:
-                            choice = choices[0]
-                            text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
-                            if text:
-                                yield text
-                        else:
-                            for text in _texts(event, chat):
-                                yield text
-                        continue
-                    error = _event_error(event, response.request)
-                    if error is not None:
-                        raise error
-            if not done:
-                for data in parser.close():
-                    if data == b"[DONE]":
-                        done = True
-        except httpx.TimeoutException as err:
-            raise openai.APITimeoutError(request=response.request) from err
+                for text in decoder.feed(chunk):
+                    yield text
         except httpx.TransportError as err:
-            raise TruncatedStreamError() from err
-        if not done:
-            raise TruncatedStreamError()
+            raise _cut(err, response.request) from err
+        decoder.close()
     finally:
         await finish.aclose()
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 import builtins
 import time
 from datetime import datetime
-from functools import cached_property
 
-from openai._legacy_response import async_to_raw_response_wrapper, to_raw_response_wrapper
-from openai._resource import AsyncAPIResource, SyncAPIResource
 from typing_extensions import Unpack
 
 from .._time import TimeLike, to_unix
 from ..types import Booking, BookingList
 from ._common import RequestOptions, check_id, path_id, request_options
+from ._raw import AsyncBookingsWithRawResponse, AsyncResource, BookingsWithRawResponse, SyncResource
 
 __all__ = ["AsyncBookings", "BookingList", "Bookings", "TimeLike", "to_unix"]
 
@@ -41,13 +39,10 @@ def _show(unix: float) -> str:
     return datetime.fromtimestamp(unix).astimezone().isoformat(timespec="seconds")
 
 
-class Bookings(SyncAPIResource):
+class Bookings(SyncResource["BookingsWithRawResponse"]):
     """Book, list and cancel keep-warm windows for the key's model."""
 
-    @cached_property
-    def with_raw_response(self) -> BookingsWithRawResponse:
-        """Methods that return the raw HTTP response instead of the parsed object."""
-        return BookingsWithRawResponse(self)
+    _raw = BookingsWithRawResponse
 
     def create(
         self,
@@ -73,10 +68,7 @@ class Bookings(SyncAPIResource):
             cast_to=Booking,
         )
 
-    def list(
-        self,
-        **options: Unpack[RequestOptions],
-    ) -> builtins.list[Booking]:
+    def list(self, **options: Unpack[RequestOptions]) -> builtins.list[Booking]:
         """Lists the key's bookings, soonest first."""
         page = self._get(
             "/deployment/bookings",
@@ -85,11 +77,7 @@ class Bookings(SyncAPIResource):
         )
         return page.data if isinstance(page, BookingList) else page  # a raw response passes through
 
-    def cancel(
-        self,
-        id: str,
-        **options: Unpack[RequestOptions],
-    ) -> Booking:
+    def cancel(self, id: str, **options: Unpack[RequestOptions]) -> Booking:
         """Cancels a booking."""
         return self._delete(
             f"/deployment/bookings/{path_id(check_id('id', id, 'book_'))}",
@@ -98,13 +86,10 @@ class Bookings(SyncAPIResource):
         )
 
 
-class AsyncBookings(AsyncAPIResource):
+class AsyncBookings(AsyncResource["AsyncBookingsWithRawResponse"]):
     """Book, list and cancel keep-warm windows for the key's model."""
 
-    @cached_property
-    def with_raw_response(self) -> AsyncBookingsWithRawResponse:
-        """Methods that return the raw HTTP response instead of the parsed object."""
-        return AsyncBookingsWithRawResponse(self)
+    _raw = AsyncBookingsWithRawResponse
 
     async def create(
         self,
@@ -130,10 +115,7 @@ class AsyncBookings(AsyncAPIResource):
             cast_to=Booking,
         )
 
-    async def list(
-        self,
-        **options: Unpack[RequestOptions],
-    ) -> builtins.list[Booking]:
+    async def list(self, **options: Unpack[RequestOptions]) -> builtins.list[Booking]:
         """Lists the key's bookings, soonest first."""
         page = await self._get(
             "/deployment/bookings",
@@ -142,28 +124,10 @@ class AsyncBookings(AsyncAPIResource):
         )
         return page.data if isinstance(page, BookingList) else page  # a raw response passes through
 
-    async def cancel(
-        self,
-        id: str,
-        **options: Unpack[RequestOptions],
-    ) -> Booking:
+    async def cancel(self, id: str, **options: Unpack[RequestOptions]) -> Booking:
         """Cancels a booking."""
         return await self._delete(
             f"/deployment/bookings/{path_id(check_id('id', id, 'book_'))}",
             options=request_options(options),
             cast_to=Booking,
         )
-
-
-class BookingsWithRawResponse:
-    def __init__(self, bookings: Bookings) -> None:
-        self.create = to_raw_response_wrapper(bookings.create)
-        self.list = to_raw_response_wrapper(bookings.list)
-        self.cancel = to_raw_response_wrapper(bookings.cancel)
-
-
-class AsyncBookingsWithRawResponse:
-    def __init__(self, bookings: AsyncBookings) -> None:
-        self.create = async_to_raw_response_wrapper(bookings.create)
-        self.list = async_to_raw_response_wrapper(bookings.list)
-        self.cancel = async_to_raw_response_wrapper(bookings.cancel)

@@ -10,13 +10,17 @@ from collections.abc import Awaitable
 from functools import cached_property
 
 import openai
-from openai._legacy_response import async_to_raw_response_wrapper, to_raw_response_wrapper
-from openai._resource import AsyncAPIResource, SyncAPIResource
 from typing_extensions import Unpack
 
 from .._exceptions import ModelNotRunningError
 from ..types import Deployment
 from ._common import RequestOptions, request_options
+from ._raw import (
+    AsyncDeploymentResourceWithRawResponse,
+    AsyncResource,
+    DeploymentResourceWithRawResponse,
+    SyncResource,
+)
 from ._wait import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_WAIT_TIMEOUT,
@@ -34,23 +38,17 @@ from .bookings import AsyncBookings, Bookings
 __all__ = ["AsyncDeploymentResource", "DeploymentResource"]
 
 
-class DeploymentResource(SyncAPIResource):
+class DeploymentResource(SyncResource["DeploymentResourceWithRawResponse"]):
     """Status, start and stop of the key's model, waits for cold starts, and keep-warm bookings."""
+
+    _raw = DeploymentResourceWithRawResponse
 
     @cached_property
     def bookings(self) -> Bookings:
         """Keep-warm windows."""
         return Bookings(self._client)
 
-    @cached_property
-    def with_raw_response(self) -> DeploymentResourceWithRawResponse:
-        """Methods that return the raw HTTP response instead of the parsed object."""
-        return DeploymentResourceWithRawResponse(self)
-
-    def status(
-        self,
-        **options: Unpack[RequestOptions],
-    ) -> Deployment:
+    def status(self, **options: Unpack[RequestOptions]) -> Deployment:
         """Returns the deployment: its state, whether it is ready, when it should be."""
         return self._get(
             "/deployment",
@@ -58,10 +56,7 @@ class DeploymentResource(SyncAPIResource):
             cast_to=Deployment,
         )
 
-    def start(
-        self,
-        **options: Unpack[RequestOptions],
-    ) -> Deployment:
+    def start(self, **options: Unpack[RequestOptions]) -> Deployment:
         """Starts the model (a cold start takes minutes); returns at once. See ``wait_until_running``."""
         return self._post(
             "/deployment/start",
@@ -70,10 +65,7 @@ class DeploymentResource(SyncAPIResource):
             cast_to=Deployment,
         )
 
-    def stop(
-        self,
-        **options: Unpack[RequestOptions],
-    ) -> Deployment:
+    def stop(self, **options: Unpack[RequestOptions]) -> Deployment:
         """Stops the model; inference then answers 503 until it is started again."""
         return self._post(
             "/deployment/stop",
@@ -171,23 +163,17 @@ class DeploymentResource(SyncAPIResource):
         return self.wait_until_running(timeout=timeout, poll_interval=poll_interval, on_progress=on_progress)
 
 
-class AsyncDeploymentResource(AsyncAPIResource):
+class AsyncDeploymentResource(AsyncResource["AsyncDeploymentResourceWithRawResponse"]):
     """Status, start and stop of the key's model, waits for cold starts, and keep-warm bookings."""
+
+    _raw = AsyncDeploymentResourceWithRawResponse
 
     @cached_property
     def bookings(self) -> AsyncBookings:
         """Keep-warm windows."""
         return AsyncBookings(self._client)
 
-    @cached_property
-    def with_raw_response(self) -> AsyncDeploymentResourceWithRawResponse:
-        """Methods that return the raw HTTP response instead of the parsed object."""
-        return AsyncDeploymentResourceWithRawResponse(self)
-
-    async def status(
-        self,
-        **options: Unpack[RequestOptions],
-    ) -> Deployment:
+    async def status(self, **options: Unpack[RequestOptions]) -> Deployment:
         """Returns the deployment: its state, whether it is ready, when it should be."""
         return await self._get(
             "/deployment",
@@ -195,10 +181,7 @@ class AsyncDeploymentResource(AsyncAPIResource):
             cast_to=Deployment,
         )
 
-    async def start(
-        self,
-        **options: Unpack[RequestOptions],
-    ) -> Deployment:
+    async def start(self, **options: Unpack[RequestOptions]) -> Deployment:
         """Starts the model (a cold start takes minutes); returns at once. See ``wait_until_running``."""
         return await self._post(
             "/deployment/start",
@@ -207,10 +190,7 @@ class AsyncDeploymentResource(AsyncAPIResource):
             cast_to=Deployment,
         )
 
-    async def stop(
-        self,
-        **options: Unpack[RequestOptions],
-    ) -> Deployment:
+    async def stop(self, **options: Unpack[RequestOptions]) -> Deployment:
         """Stops the model; inference then answers 503 until it is started again."""
         return await self._post(
             "/deployment/stop",
@@ -312,17 +292,3 @@ class AsyncDeploymentResource(AsyncAPIResource):
         return await self.wait_until_running(
             timeout=timeout, poll_interval=poll_interval, on_progress=on_progress
         )
-
-
-class DeploymentResourceWithRawResponse:
-    def __init__(self, deployment: DeploymentResource) -> None:
-        self.status = to_raw_response_wrapper(deployment.status)
-        self.start = to_raw_response_wrapper(deployment.start)
-        self.stop = to_raw_response_wrapper(deployment.stop)
-
-
-class AsyncDeploymentResourceWithRawResponse:
-    def __init__(self, deployment: AsyncDeploymentResource) -> None:
-        self.status = async_to_raw_response_wrapper(deployment.status)
-        self.start = async_to_raw_response_wrapper(deployment.start)
-        self.stop = async_to_raw_response_wrapper(deployment.stop)

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping
-from functools import cached_property
 from typing import Any, Literal
 
 from openai import NotGiven, not_given
-from openai._legacy_response import async_to_raw_response_wrapper, to_raw_response_wrapper
-from openai._resource import AsyncAPIResource, SyncAPIResource
 from typing_extensions import Unpack
 
 from .. import _guard, _headers
@@ -23,6 +20,7 @@ from .._compat import httpx
 from .._exceptions import SessionError
 from ..types import Session, SessionList
 from ._common import RequestOptions, check_id, check_positive, client_setting, path_id, request_options
+from ._raw import AsyncResource, AsyncSessionsWithRawResponse, SessionsWithRawResponse, SyncResource
 
 __all__ = ["AsyncSessions", "SessionList", "Sessions", "note_billing"]
 
@@ -80,13 +78,10 @@ def note_billing(client: Any, response: httpx.Response) -> None:
         _guard.track(session_id, base_url=str(client.base_url), api_key=client.api_key, sigterm=sigterm)
 
 
-class Sessions(SyncAPIResource):
+class Sessions(SyncResource["SessionsWithRawResponse"]):
     """Start, stop, inspect and renew time-billed sessions."""
 
-    @cached_property
-    def with_raw_response(self) -> SessionsWithRawResponse:
-        """Methods that return the raw HTTP response instead of the parsed object."""
-        return SessionsWithRawResponse(self)
+    _raw = SessionsWithRawResponse
 
     def start(
         self,
@@ -118,11 +113,7 @@ class Sessions(SyncAPIResource):
         _record(self._client, session, stop_at_exit=stop_at_exit)
         return session
 
-    def stop(
-        self,
-        id: str | None = None,
-        **options: Unpack[RequestOptions],
-    ) -> Session:
+    def stop(self, id: str | None = None, **options: Unpack[RequestOptions]) -> Session:
         """Stops a session (``None``: the active one); stopping a stopped session returns it unchanged."""
         session_id = self._active_id("stop") if id is None else check_id("id", id, "sess_")
         session = self._post(
@@ -134,11 +125,7 @@ class Sessions(SyncAPIResource):
         _record(self._client, session)
         return session
 
-    def retrieve(
-        self,
-        id: str,
-        **options: Unpack[RequestOptions],
-    ) -> Session:
+    def retrieve(self, id: str, **options: Unpack[RequestOptions]) -> Session:
         """Returns one session of this key."""
         session = self._get(
             f"/sessions/{path_id(check_id('id', id, 'sess_'))}",
@@ -164,11 +151,7 @@ class Sessions(SyncAPIResource):
         )
         return page.data if isinstance(page, SessionList) else page  # a raw response passes through
 
-    def heartbeat(
-        self,
-        id: str | None = None,
-        **options: Unpack[RequestOptions],
-    ) -> Session:
+    def heartbeat(self, id: str | None = None, **options: Unpack[RequestOptions]) -> Session:
         """Renews a session's idle lease (``None``: the active one)."""
         session_id = self._active_id("renew") if id is None else check_id("id", id, "sess_")
         return self._post(
@@ -185,13 +168,10 @@ class Sessions(SyncAPIResource):
         return active[0].id
 
 
-class AsyncSessions(AsyncAPIResource):
+class AsyncSessions(AsyncResource["AsyncSessionsWithRawResponse"]):
     """Start, stop, inspect and renew time-billed sessions."""
 
-    @cached_property
-    def with_raw_response(self) -> AsyncSessionsWithRawResponse:
-        """Methods that return the raw HTTP response instead of the parsed object."""
-        return AsyncSessionsWithRawResponse(self)
+    _raw = AsyncSessionsWithRawResponse
 
     async def start(
         self,
@@ -223,11 +203,7 @@ class AsyncSessions(AsyncAPIResource):
         _record(self._client, session, stop_at_exit=stop_at_exit)
         return session
 
-    async def stop(
-        self,
-        id: str | None = None,
-        **options: Unpack[RequestOptions],
-    ) -> Session:
+    async def stop(self, id: str | None = None, **options: Unpack[RequestOptions]) -> Session:
         """Stops a session (``None``: the active one); stopping a stopped session returns it unchanged."""
         session_id = await self._active_id("stop") if id is None else check_id("id", id, "sess_")
         session = await self._post(
@@ -239,11 +215,7 @@ class AsyncSessions(AsyncAPIResource):
         _record(self._client, session)
         return session
 
-    async def retrieve(
-        self,
-        id: str,
-        **options: Unpack[RequestOptions],
-    ) -> Session:
+    async def retrieve(self, id: str, **options: Unpack[RequestOptions]) -> Session:
         """Returns one session of this key."""
         session = await self._get(
             f"/sessions/{path_id(check_id('id', id, 'sess_'))}",
@@ -269,11 +241,7 @@ class AsyncSessions(AsyncAPIResource):
         )
         return page.data if isinstance(page, SessionList) else page  # a raw response passes through
 
-    async def heartbeat(
-        self,
-        id: str | None = None,
-        **options: Unpack[RequestOptions],
-    ) -> Session:
+    async def heartbeat(self, id: str | None = None, **options: Unpack[RequestOptions]) -> Session:
         """Renews a session's idle lease (``None``: the active one)."""
         session_id = await self._active_id("renew") if id is None else check_id("id", id, "sess_")
         return await self._post(
@@ -288,21 +256,3 @@ class AsyncSessions(AsyncAPIResource):
         if not active:
             raise SessionError(_NO_ACTIVE.format(what=what))
         return active[0].id
-
-
-class SessionsWithRawResponse:
-    def __init__(self, sessions: Sessions) -> None:
-        self.start = to_raw_response_wrapper(sessions.start)
-        self.stop = to_raw_response_wrapper(sessions.stop)
-        self.retrieve = to_raw_response_wrapper(sessions.retrieve)
-        self.list = to_raw_response_wrapper(sessions.list)
-        self.heartbeat = to_raw_response_wrapper(sessions.heartbeat)
-
-
-class AsyncSessionsWithRawResponse:
-    def __init__(self, sessions: AsyncSessions) -> None:
-        self.start = async_to_raw_response_wrapper(sessions.start)
-        self.stop = async_to_raw_response_wrapper(sessions.stop)
-        self.retrieve = async_to_raw_response_wrapper(sessions.retrieve)
-        self.list = async_to_raw_response_wrapper(sessions.list)
-        self.heartbeat = async_to_raw_response_wrapper(sessions.heartbeat)

@@ -150,3 +150,15 @@ def test_a_request_outliving_its_session_never_bills_a_second_twice(make_server:
         implicit = c.get(f"/v1/sessions/{slow[0].headers['NCompass-Session']}").json()
     assert implicit["metadata"] == {"implicit": True}
     assert implicit["started_at"] >= stopped["stopped_at"]
+
+
+def test_a_replayed_answer_names_the_session_it_was_billed_to(make_server: Any, client: Any) -> None:
+    srv = make_server()
+    with client(srv) as c:
+        key = {"Idempotency-Key": "replay-implicit-1"}
+        first = c.post("/v1/completions", json=COMPLETION, headers=key)
+        again = c.post("/v1/completions", json=COMPLETION, headers=key)
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert again.headers["NCompass-Session"] == first.headers["NCompass-Session"]
+        [session] = _sessions(c)
+    assert session["requests"] == 1  # the replay ran nothing and billed no request
