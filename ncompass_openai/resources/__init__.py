@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from ._common import RequestOptions
 from ._completions import (
     AsyncChat,
     AsyncChatCompletions,
@@ -27,5 +28,6 @@ __all__ = [
     "ChatCompletions",
     "Completions",
     "DeploymentResource",
+    "RequestOptions",
     "Sessions",
 ]
