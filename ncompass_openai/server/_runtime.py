@@ -73,6 +73,16 @@ class InferenceRuntime:
         """Tokens one sequence may hold (prompt + completion)."""
         return self.engine.context_length
 
+    @property
+    def engine_name(self) -> str:
+        """The engine's name (``llama``, ``synthetic``)."""
+        return self.engine.name
+
+    @property
+    def vocab_size(self) -> int | None:
+        """How many token ids the model has (``None``: the engine has none, so no ``logit_bias``)."""
+        return self.engine.vocab_size
+
     async def load(self) -> None:
         """Load the model on the worker thread (the event loop stays free)."""
         await self._scheduler.submit(self.engine.load)

@@ -1,8 +1,8 @@
 """Request bodies of the OpenAI surface: OpenAI's fields plus vLLM's extras, nothing silently ignored.
 
 A field the server does not know answers 400 naming it (``extra="forbid"``). OpenAI fields that the
-local engines cannot honour are accepted only at their neutral value (``presence_penalty=0``,
-``logprobs=null``, ...), so an unchanged client works while a request that depends on them fails
+local engines cannot honour are accepted only at their neutral value (``logprobs=null``,
+``suffix=""``, ...), so an unchanged client works while a request that depends on them fails
 loudly instead of getting a different answer than it asked for.
 """
 
@@ -19,6 +19,7 @@ __all__ = ["ChatCompletionRequest", "ChatMessage", "CompletionRequest", "StreamO
 
 _MAX_N = 16
 _MAX_STOP = 4
+_MAX_LOGIT_BIAS = 300  # OpenAI's limit
 
 
 def _unsupported(name: str, hint: str = "") -> ValueError:
@@ -58,9 +59,8 @@ class _Sampling(_Strict):
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
     repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
     min_tokens: int = Field(default=0, ge=0)
-    # OpenAI fields accepted only at their neutral value
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
     user: str | None = None
 
@@ -76,19 +76,22 @@ class _Sampling(_Strict):
             raise ValueError("a stop sequence must not be empty")
         return stops
 
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _neutral_penalty(cls, value: float | None) -> float | None:
-        if value not in (None, 0, 0.0):
-            raise ValueError("only 0 is supported; use `repetition_penalty` (vLLM's field) instead")
-        return value
-
     @field_validator("logit_bias")
     @classmethod
-    def _neutral_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        if value:
-            raise ValueError("logit_bias is not supported by this server; remove it")
+    def _check_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if not value:
+            return value
+        if len(value) > _MAX_LOGIT_BIAS:
+            raise ValueError(f"at most {_MAX_LOGIT_BIAS} token ids may be biased")
+        for token, bias in value.items():
+            if not token.isdigit():
+                raise ValueError(f"the keys are token ids (whole numbers as strings), not {token!r}")
+            if not -100.0 <= bias <= 100.0:
+                raise ValueError(f"a bias is from -100 to 100, not {bias} (token {token})")
         return value
+
+    def token_biases(self) -> tuple[tuple[int, float], ...]:
+        return tuple((int(token), bias) for token, bias in (self.logit_bias or {}).items())
 
     def check(self) -> None:
         """Conflicts between fields: a 400 naming the field to change."""

@@ -67,7 +67,31 @@ def not_running(state: ServerState, tenant: Tenant) -> ModelNotRunning:
     return ModelNotRunning(state.deployments.state(tenant.id))
 
 
-def sampling(req: CompletionRequest | ChatCompletionRequest, max_tokens: int) -> SamplingParams:
+def _biases(
+    state: ServerState, req: CompletionRequest | ChatCompletionRequest
+) -> tuple[tuple[int, float], ...]:
+    biases = req.token_biases()
+    if not biases:
+        return biases
+    vocab = state.runtime.vocab_size
+    if vocab is None:
+        raise InvalidRequest(
+            f"`logit_bias` needs token ids, and the {state.runtime.engine_name} engine has none: remove it, "
+            "or serve a model (the llama engine).",
+            param="logit_bias",
+        )
+    unknown = [token for token, _ in biases if token >= vocab]
+    if unknown:
+        raise InvalidRequest(
+            f"`logit_bias` names token id {unknown[0]}, but this model's ids run from 0 to {vocab - 1}.",
+            param="logit_bias",
+        )
+    return biases
+
+
+def sampling(
+    state: ServerState, req: CompletionRequest | ChatCompletionRequest, max_tokens: int
+) -> SamplingParams:
     top_k = req.top_k if req.top_k not in (None, 0) else -1
     if req.min_tokens > max_tokens:
         raise InvalidRequest(
@@ -78,6 +102,9 @@ def sampling(req: CompletionRequest | ChatCompletionRequest, max_tokens: int) ->
     return SamplingParams(
         max_tokens=max_tokens,
         min_tokens=req.min_tokens,
+        presence_penalty=req.presence_penalty or 0.0,
+        frequency_penalty=req.frequency_penalty or 0.0,
+        logit_bias=_biases(state, req),
         temperature=1.0 if req.temperature is None else req.temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
         top_k=-1 if top_k is None else top_k,

@@ -70,7 +70,7 @@ async def serve_chat(
         limit = _token_limit(state, req, prompt)
     except ModelUnavailableError:
         raise not_running(state, tenant) from None
-    stream = generate(state, tenant, [prompt], sampling(req, limit), req, "messages")
+    stream = generate(state, tenant, [prompt], sampling(state, req, limit), req, "messages")
     env = Envelope("chatcmpl-", "chat.completion", "chat.completion.chunk", state.runtime.model_id)
 
     if not req.stream:

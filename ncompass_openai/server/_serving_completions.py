@@ -26,7 +26,7 @@ async def serve_completion(
     prompts = req.prompts()
     total = len(prompts) * req.n
     stream = generate(
-        state, tenant, prompts, sampling(req, req.max_tokens or _DEFAULT_MAX_TOKENS), req, "prompt"
+        state, tenant, prompts, sampling(state, req, req.max_tokens or _DEFAULT_MAX_TOKENS), req, "prompt"
     )
     env = Envelope("cmpl-", "text_completion", "text_completion", state.runtime.model_id)
 

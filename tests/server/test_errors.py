@@ -70,7 +70,8 @@ def raw(server: Any, api_key: str) -> Iterator[httpx.Client]:
         ),
         (
             "/v1/chat/completions",
-            {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "presence_penalty": 1},
+            # OpenAI's range is -2..2 (1 is honoured since the penalties are implemented).
+            {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "presence_penalty": 2.5},
             "presence_penalty",
         ),
         (

@@ -43,6 +43,9 @@ class SamplingParams:
 
     max_tokens: int = 16
     min_tokens: int = 0  # vLLM's: tokens generated before the end-of-sequence token may be
+    presence_penalty: float = 0.0  # OpenAI's, over the generated tokens: minus this once a token appeared
+    frequency_penalty: float = 0.0  # OpenAI's: minus this times the number of times a token appeared
+    logit_bias: tuple[tuple[int, float], ...] = ()  # OpenAI's: (token id, bias added to its logit)
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = -1  # vLLM's convention: -1 (or 0) disables it
@@ -128,6 +131,7 @@ class Engine(abc.ABC):
     model_id: str
     max_batch: int = 1
     context_length: int = 2048  # per sequence: prompt tokens + max_tokens must fit
+    vocab_size: int | None = None  # token ids are 0 .. vocab_size - 1 (None: no token ids, no logit_bias)
 
     @abc.abstractmethod
     def load(self) -> None:

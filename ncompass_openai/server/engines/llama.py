@@ -7,7 +7,7 @@ By default it serves SmolLM2-135M-Instruct, the GGUF file shipped in the PyPI pa
 One llama context holds ``max_batch`` sequences (a shared KV cache of ``context_length`` tokens per
 sequence). Each step builds one ``llama_batch``: the next token of every decoding sequence plus prompt
 chunks of newly admitted ones, so a new request starts while others keep generating. Every sequence has
-its own sampler chain (penalties, top-k, top-p, min-p, temperature, seeded distribution); vLLM's
+its own sampler chain (logit bias, penalties, top-k, top-p, min-p, temperature, seeded distribution); vLLM's
 ``min_tokens`` masks the end-of-generation tokens' logits before the chain samples.
 """
 
@@ -203,7 +203,7 @@ class LlamaEngine(Engine):
             raise
         self._model, self._ctx, self._batch = model, ctx, batch
         self._vocab = model.vocab
-        self._n_vocab = model.n_vocab()
+        self._n_vocab = self.vocab_size = model.n_vocab()
         self._add_bos = model.add_bos_token()
         self._end_tokens = [t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)]
         raw = llama_cpp.llama_model_chat_template(model.model, None)
@@ -252,6 +252,11 @@ class LlamaEngine(Engine):
         llama_cpp = _llama_cpp()
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         add = llama_cpp.llama_sampler_chain_add
+        if params.logit_bias:
+            biases = (llama_cpp.llama_logit_bias * len(params.logit_bias))(
+                *(llama_cpp.llama_logit_bias(token, bias) for token, bias in params.logit_bias)
+            )
+            add(chain, llama_cpp.llama_sampler_init_logit_bias(self._n_vocab, len(biases), biases))
         if params.repetition_penalty != 1.0:
             add(
                 chain,
@@ -262,6 +267,18 @@ class LlamaEngine(Engine):
             # vLLM penalizes tokens of the prompt too.
             for token in prompt[-_PENALTY_LAST_N:]:
                 llama_cpp.llama_sampler_accept(chain, token)
+        if params.presence_penalty or params.frequency_penalty:
+            # Added after the prompt was accepted: as OpenAI's and vLLM's, they count generated tokens only.
+            add(
+                chain,
+                llama_cpp.llama_sampler_init_penalties(
+                    self._n_vocab,
+                    params.max_tokens,
+                    1.0,
+                    params.frequency_penalty,
+                    params.presence_penalty,
+                ),
+            )
         if params.temperature <= 0:
             add(chain, llama_cpp.llama_sampler_init_greedy())
             return chain
