@@ -74,11 +74,6 @@ class InferenceRuntime:
         return self.engine.context_length
 
     @property
-    def engine_name(self) -> str:
-        """The engine's name (``llama``, ``synthetic``)."""
-        return self.engine.name
-
-    @property
     def vocab_size(self) -> int | None:
         """How many token ids the model has (``None``: the engine has none, so no ``logit_bias``)."""
         return self.engine.vocab_size

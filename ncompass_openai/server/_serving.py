@@ -76,8 +76,8 @@ def _biases(
     vocab = state.runtime.vocab_size
     if vocab is None:
         raise InvalidRequest(
-            f"`logit_bias` needs token ids, and the {state.runtime.engine_name} engine has none: remove it, "
-            "or serve a model (the llama engine).",
+            "`logit_bias` needs token ids, and this server's engine has none (the synthetic engine's words "
+            "are not tokens): remove it, or serve a model (the llama engine).",
             param="logit_bias",
         )
     unknown = [token for token, _ in biases if token >= vocab]

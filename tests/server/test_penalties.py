@@ -20,7 +20,7 @@ COMPLETION = {"model": "synthetic", "prompt": "hi", "max_tokens": 3}
         ({"logit_bias": {"abc": 1}}, "logit_bias", "token ids"),
         ({"logit_bias": {"5": 101}}, "logit_bias", "from -100 to 100"),
         ({"logit_bias": {str(i): 1 for i in range(301)}}, "logit_bias", "at most 300"),
-        ({"logit_bias": {"5": 1}}, "logit_bias", "synthetic engine has none"),
+        ({"logit_bias": {"5": 1}}, "logit_bias", "engine has none"),
     ],
 )
 def test_out_of_range_or_unhonourable_is_a_400_naming_the_field(
