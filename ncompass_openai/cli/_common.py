@@ -20,11 +20,12 @@ from ._output import format_duration, stderr_console
 
 if TYPE_CHECKING:
     from .._client import NCompass
-    from ..types import Deployment
+    from ..types import Deployment, Session
 
 __all__ = [
     "ClientOptions",
     "JsonOption",
+    "active_session",
     "client_of",
     "command_group",
     "error_line",
@@ -52,6 +53,12 @@ class ClientOptions:
     def __repr__(self) -> str:
         # The key must never reach a log or a traceback through this object's repr.
         return f"ClientOptions(api_key={'***' if self.api_key else None}, base_url={self.base_url!r})"
+
+
+def active_session(client: NCompass) -> Session | None:
+    """The key's active session, or ``None`` when none is active."""
+    active = client.sessions.list(status="active", limit=1)
+    return active[0] if active else None
 
 
 def command_group(name: str, help: str) -> typer.Typer:

@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from ._common import error_line, is_user_error, register_secret
+from ._common import active_session, error_line, is_user_error, register_secret
 from ._output import format_time
 
 if TYPE_CHECKING:
@@ -101,10 +101,10 @@ def _start_session(client: NCompass) -> str:
 
 
 def _stop_session(client: NCompass) -> str:
-    active = client.sessions.list(status="active", limit=1)
-    if not active:  # what the caller wants is already true (a script that stopped it itself, say)
+    active = active_session(client)
+    if active is None:  # what the caller wants is already true (a script that stopped it itself, say)
         return "No active session: nothing is billing."
-    session = client.sessions.stop(active[0].id)
+    session = client.sessions.stop(active.id)
     return f"Session {session.id} stopped: billed {session.billed_seconds:.1f} s."
 
 

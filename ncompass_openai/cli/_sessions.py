@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ._common import JsonOption, client_of, command_group, handle_errors
+from ._common import JsonOption, active_session, client_of, command_group, handle_errors
 from ._output import format_duration, format_time, print_json, print_table, stdout_console
 
 if TYPE_CHECKING:
@@ -112,8 +112,7 @@ def start(
 def _named_or_active(client: NCompass, session_id: str | None) -> Session | None:
     if session_id is not None:
         return client.sessions.retrieve(session_id)
-    active = client.sessions.list(status="active", limit=1)
-    return active[0] if active else None
+    return active_session(client)
 
 
 def _show(session: Session | None, json_output: bool, none: str) -> None:

@@ -60,12 +60,16 @@ def _record(client: Any, session: object, *, stop_at_exit: bool = True) -> None:
     """Keeps the billing guard in step with what the server said about a session."""
     if not isinstance(session, Session):
         return  # a raw response: the caller handles it
-    base_url = str(client.base_url)
     if session.status == "active" and stop_at_exit:
-        sigterm = bool(client_setting(client, "stop_on_sigterm"))
-        _guard.track(session.id, base_url=base_url, api_key=client.api_key, sigterm=sigterm)
+        _track(client, session.id)
     else:
-        _guard.untrack(session.id, base_url=base_url)
+        _guard.untrack(session.id, base_url=str(client.base_url))
+
+
+def _track(client: Any, session_id: str) -> None:
+    """The billing guard stops ``session_id`` at exit (and on SIGTERM, unless the client opted out)."""
+    sigterm = bool(client_setting(client, "stop_on_sigterm"))
+    _guard.track(session_id, base_url=str(client.base_url), api_key=client.api_key, sigterm=sigterm)
 
 
 def note_billing(client: Any, response: httpx.Response) -> None:
@@ -74,8 +78,7 @@ def note_billing(client: Any, response: httpx.Response) -> None:
         return
     session_id = response.headers.get(_headers.SESSION)
     if session_id:
-        sigterm = bool(client_setting(client, "stop_on_sigterm"))
-        _guard.track(session_id, base_url=str(client.base_url), api_key=client.api_key, sigterm=sigterm)
+        _track(client, session_id)
 
 
 class Sessions(SyncResource["SessionsWithRawResponse"]):

@@ -47,7 +47,12 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
-def create_app(settings: ServerSettings | None = None, *, engine: Engine | None = None) -> FastAPI:
+def create_app(
+    settings: ServerSettings | None = None,
+    *,
+    engine: Engine | None = None,
+    on_boot_failure: Callable[[str], None] | None = None,
+) -> FastAPI:
     """Build the server's app: opens the ledger now, loads the model in the lifespan.
 
     When no key is configured and the database holds none either, one key is generated; its
@@ -58,6 +63,8 @@ def create_app(settings: ServerSettings | None = None, *, engine: Engine | None 
         settings: The server's settings (default: from the environment).
         engine: An engine instance to serve instead of building ``settings.engine`` (tests use it to
             tune the synthetic engine).
+        on_boot_failure: Called with the error when the model fails to load at boot (``serve`` ends the
+            server then: a configuration that can never work).
     """
     settings = settings or ServerSettings()
     db = Database(settings.db_path())
@@ -74,7 +81,6 @@ def create_app(settings: ServerSettings | None = None, *, engine: Engine | None 
         await db.run(state.sessions.sweep)  # sessions that lapsed while the server was down stop then
         deployments.restore([t.id for t in tenants.tenants], autostart=settings.autostart)
         sweeper = asyncio.create_task(_sweep_forever(state))
-        on_boot_failure = state.extra.get("on_boot_failure")
         watcher = asyncio.create_task(_watch_boot(state, on_boot_failure)) if on_boot_failure else None
         try:
             yield
@@ -117,7 +123,7 @@ def create_app(settings: ServerSettings | None = None, *, engine: Engine | None 
 
 
 async def _watch_boot(state: ServerState, report: Callable[[str], None]) -> None:
-    """``extra["on_boot_failure"]`` (set by ``serve``): told when the model fails to load at boot."""
+    """``report`` is told the error when the model fails to load at boot."""
     error = await state.deployments.boot_error()
     if error is not None:
         report(error)

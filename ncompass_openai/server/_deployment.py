@@ -100,9 +100,8 @@ class DeploymentManager:
     async def boot_error(self) -> str | None:
         """After :meth:`restore`: waits for the starts it began; the error if the model failed to load."""
         tasks = [d.task for d in self._tenants.values() if d.task is not None]
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        if tasks:
+            await asyncio.wait(tasks)  # their outcome is each deployment's state; a cancel of ours goes on
         failed = [d for d in self._tenants.values() if d.state == "failed"]
         return failed[0].error if failed else None
 

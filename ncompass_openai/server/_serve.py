@@ -32,7 +32,14 @@ def serve(settings: ServerSettings | None = None, *, echo: Callable[[str], Any] 
     """
     settings = settings or ServerSettings()
     say = echo or (lambda line: print(line, flush=True))
-    app = create_app(settings)
+    failures: list[str] = []
+
+    def boot_failed(error: str) -> None:
+        # A configuration that can never work (the model file does not load) ends the server at once.
+        failures.append(error)
+        server.should_exit = True
+
+    app = create_app(settings, on_boot_failure=boot_failed if settings.autostart else None)
     sock = bind_socket(settings.host, settings.port)
     port = int(sock.getsockname()[1])
     host = _client_host(settings.host)
@@ -61,15 +68,6 @@ def serve(settings: ServerSettings | None = None, *, echo: Callable[[str], Any] 
         say(f"export NCOMPASS_BASE_URL={base_url}")
     config = uvicorn.Config(app, log_level=settings.log_level, lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
-    failures: list[str] = []
-
-    def boot_failed(error: str) -> None:
-        # A configuration that can never work (the model file does not load) ends the server at once.
-        failures.append(error)
-        server.should_exit = True
-
-    if settings.autostart:
-        state.extra["on_boot_failure"] = boot_failed
     try:
         server.run(sockets=[sock])
     finally:

@@ -145,8 +145,11 @@ class SessionStore:
         existing = self.active(tenant_id, now)
         if existing is not None:
             return existing, False
-        last = self._db.fetchone("SELECT MAX(stopped_at) AS t FROM sessions WHERE tenant_id=?", (tenant_id,))
-        started_at = min(now, max(since, last["t"] if last is not None and last["t"] is not None else since))
+        row = self._db.fetchone(
+            "SELECT COALESCE(MAX(stopped_at), 0) AS last_stop FROM sessions WHERE tenant_id=?", (tenant_id,)
+        )
+        assert row is not None  # an aggregate always answers one row
+        started_at = min(now, max(since, row["last_stop"]))
         return self._create(tenant_id, started_at, now, idle_timeout, None, IMPLICIT)
 
     def _create(
@@ -212,7 +215,7 @@ class SessionStore:
         self, tenant_id: str, session_id: str | None, prompt_tokens: int, completion_tokens: int
     ) -> None:
         """Add one request's tokens to the session it was billed to (else the tenant's active one), and
-        renew that session's lease: a long generation does not lapse while it runs."""
+        renew the tenant's lease: a long generation does not lapse the session while it runs."""
         where, params = (
             ("id=?", (session_id,))
             if session_id is not None
