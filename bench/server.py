@@ -11,6 +11,9 @@ noise hits all of them alike; the report gives medians and their ratios. Reads n
 4. the synthetic engine's requests/s at concurrency 64, with and without ``Idempotency-Key``: this tree vs
    a baseline revision (default: the last one whose ledger writes ran on the event loop), each server
    in its own process on a ledger file, the baseline from a ``git worktree`` of that revision.
+5. structured outputs: tokens/s of a schema-constrained chat answer vs the same prompt unconstrained
+   (both greedy, both held to the same length with ``min_tokens``; goal >= 0.8x), and the latency of a
+   request whose large schema is new (compiled on the request) vs the same schema again (cached).
 
     .venv/bin/python bench/server.py [--rounds 5] [--threads N] [--baseline REV]
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import statistics
@@ -31,6 +35,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import openai
 
@@ -145,6 +150,115 @@ def concurrent_streams(client: openai.OpenAI, model: str, count: int, max_tokens
         "all_progressed": float(all(p > 0 for p in pieces) and max(first) < min(done)),
         "wall": max(done),
     }
+
+
+LONG_SCHEMA = {
+    "type": "array",
+    "minItems": 40,
+    "items": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 30},
+            "age": {"type": "integer", "minimum": 0, "maximum": 99},
+            "city": {"type": "string", "maxLength": 30},
+        },
+        "required": ["name", "age", "city"],
+        "additionalProperties": False,
+    },
+}
+JSON_MESSAGES = [{"role": "user", "content": "List people with their name, age and city, as JSON."}]
+
+
+def chat_tokens(client: openai.OpenAI, model: str, max_tokens: int, schema: Any | None) -> tuple[float, int]:
+    """(seconds, tokens) of one greedy chat answer of exactly ``max_tokens`` tokens, constrained or not."""
+    fields: dict[str, Any] = {"extra_body": {"min_tokens": max_tokens}}
+    if schema is not None:
+        fields["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "people", "schema": schema},
+        }
+    start = time.perf_counter()
+    answer = client.chat.completions.create(
+        model=model,
+        messages=JSON_MESSAGES,
+        max_tokens=max_tokens,
+        temperature=0,
+        **fields,  # type: ignore[arg-type]
+    )
+    assert answer.usage is not None
+    return time.perf_counter() - start, answer.usage.completion_tokens
+
+
+def large_schema(tag: str) -> dict[str, Any]:
+    """A schema of 80 properties (enums, patterns, ranges, nested objects); ``tag`` makes it new."""
+    properties: dict[str, Any] = {}
+    for i in range(80):
+        kind = i % 4
+        if kind == 0:
+            properties[f"{tag}_choice_{i}"] = {"enum": [f"option_{i}_{k}" for k in range(6)]}
+        elif kind == 1:
+            properties[f"{tag}_code_{i}"] = {
+                "type": "string",
+                "pattern": f"^[A-Z]{{2}}-[0-9]{{{i % 5 + 2}}}$",
+            }
+        elif kind == 2:
+            properties[f"{tag}_count_{i}"] = {"type": "integer", "minimum": i, "maximum": 1000 + i}
+        else:
+            properties[f"{tag}_item_{i}"] = {
+                "type": "object",
+                "properties": {"label": {"type": "string", "maxLength": 20}, "ok": {"type": "boolean"}},
+                "required": ["label", "ok"],
+                "additionalProperties": False,
+            }
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def schema_request(client: openai.OpenAI, model: str, schema: dict[str, Any]) -> float:
+    """Seconds of a one-token request under ``schema`` (what compiling it adds shows up here)."""
+    start = time.perf_counter()
+    client.chat.completions.create(
+        model=model,
+        messages=JSON_MESSAGES,  # type: ignore[arg-type]
+        max_tokens=1,
+        response_format={"type": "json_schema", "json_schema": {"name": "big", "schema": schema}},
+    )
+    return time.perf_counter() - start
+
+
+def structured_section(
+    report: Callable[[str], None], client: openai.OpenAI, model: str, rounds: int, tokens: int
+) -> None:
+    schema_request(client, model, large_schema("warmup"))  # the vocabulary's grammar tokenizer, built once
+    runs = interleave(
+        rounds,
+        {
+            "unconstrained": lambda: chat_tokens(client, model, tokens, None),
+            "schema-constrained": lambda: chat_tokens(client, model, tokens, LONG_SCHEMA),
+        },
+    )
+    (_, free_tps), (_, bound_tps) = (median_of(v) for v in runs.values())
+    report(f"5. structured outputs, chat, {tokens} tokens greedy (min_tokens holds both to that length)")
+    report(f"   {'variant':<28}{'median tok/s':>14}")
+    report(f"   {'unconstrained':<28}{free_tps:>14.1f}")
+    report(f"   {'schema-constrained':<28}{bound_tps:>14.1f}")
+    report(f"   ratio constrained / unconstrained: {bound_tps / free_tps:.2f}x  (goal >= 0.8x)")
+    new, cached = [], []
+    for k in range(rounds):
+        schema = large_schema(f"r{k}_{uuid.uuid4().hex[:6]}")
+        new.append(schema_request(client, model, schema))
+        cached.append(schema_request(client, model, schema))
+    size = len(json.dumps(large_schema("x")))
+    report(f"   a large schema ({size // 1024} KiB, 80 properties), one-token request, median of {rounds}:")
+    first, again = statistics.median(new), statistics.median(cached)
+    report(
+        f"   new (compiled on the request) {first * 1e3:.0f} ms, cached {again * 1e3:.0f} ms: "
+        f"{first / again:.1f}x"
+    )
 
 
 def median_of(runs: list[tuple[float, int]]) -> tuple[float, float]:
@@ -328,6 +442,8 @@ def main() -> None:
         report(f"   time to first token: median {med_ttft:.2f} s, max {max_ttft:.2f} s")
         report(f"   one stream alone: {single_ttft:.2f} s; max TTFT / alone: {max_ttft / single_ttft:.1f}x")
         report(f"   wall time of the 8 streams: {statistics.median(c['wall'] for c in conc):.2f} s")
+        report()
+        structured_section(report, client, model, args.rounds, args.stream_tokens)
     direct.unload()
     report()
     ledger_section(report, args.rounds, args.baseline)

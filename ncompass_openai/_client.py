@@ -34,10 +34,12 @@ from .resources import (
     AsyncChat,
     AsyncCompletions,
     AsyncDeploymentResource,
+    AsyncResponses,
     AsyncSessions,
     Chat,
     Completions,
     DeploymentResource,
+    Responses,
     Sessions,
 )
 from .resources.sessions import note_billing
@@ -63,6 +65,11 @@ class NCompass(SyncLegacyMixin, NCompassBase, openai.OpenAI):
     def chat(self) -> Chat:
         """Chat completions; ``model`` optional."""
         return Chat(self)
+
+    @cached_property
+    def responses(self) -> Responses:
+        """The Responses API; ``model`` optional."""
+        return Responses(self)
 
     @cached_property
     def sessions(self) -> Sessions:
@@ -164,6 +171,11 @@ class AsyncNCompass(AsyncLegacyMixin, NCompassBase, openai.AsyncOpenAI):
     def chat(self) -> AsyncChat:
         """Chat completions; ``model`` optional."""
         return AsyncChat(self)
+
+    @cached_property
+    def responses(self) -> AsyncResponses:
+        """The Responses API; ``model`` optional."""
+        return AsyncResponses(self)
 
     @cached_property
     def sessions(self) -> AsyncSessions:

@@ -1,5 +1,5 @@
-"""nCompass's resources on top of openai's: sessions, deployment (with bookings), and completions with
-``model`` optional."""
+"""nCompass's resources on top of openai's: sessions, deployment (with bookings), and completions and
+responses with ``model`` optional."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ._completions import (
     ChatCompletions,
     Completions,
 )
+from ._responses import AsyncResponses, Responses
 from .bookings import AsyncBookings, Bookings
 from .deployment import AsyncDeploymentResource, DeploymentResource
 from .sessions import AsyncSessions, Sessions
@@ -22,6 +23,7 @@ __all__ = [
     "AsyncChatCompletions",
     "AsyncCompletions",
     "AsyncDeploymentResource",
+    "AsyncResponses",
     "AsyncSessions",
     "Bookings",
     "Chat",
@@ -29,5 +31,6 @@ __all__ = [
     "Completions",
     "DeploymentResource",
     "RequestOptions",
+    "Responses",
     "Sessions",
 ]

@@ -17,10 +17,12 @@ from openai.resources.chat.completions import Completions as _ChatCompletions
 from openai.resources.completions import AsyncCompletions as _AsyncCompletions
 from openai.resources.completions import Completions as _Completions
 from openai.types import Completion
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ParsedChatCompletion
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
+
+    from openai.lib.streaming.chat import AsyncChatCompletionStreamManager, ChatCompletionStreamManager
 
 __all__ = [
     "AsyncChat",
@@ -117,6 +119,14 @@ class ChatCompletions(_ChatCompletions):
             super().create(model=_sync_model(self, model), **kwargs),
         )
 
+    def parse(self, *, model: str | None = None, **kwargs: Any) -> ParsedChatCompletion[Any]:
+        """openai's ``parse`` (``response_format`` a Pydantic model); ``model`` defaults to the client's."""
+        return super().parse(model=_sync_model(self, model), **kwargs)
+
+    def stream(self, *, model: str | None = None, **kwargs: Any) -> ChatCompletionStreamManager[Any]:
+        """openai's streaming helper; ``model`` defaults to the client's."""
+        return super().stream(model=_sync_model(self, model), **kwargs)
+
 
 class AsyncChatCompletions(_AsyncChatCompletions):
     """``client.chat.completions``: openai's, with ``model`` optional."""
@@ -141,6 +151,17 @@ class AsyncChatCompletions(_AsyncChatCompletions):
             "ChatCompletion | AsyncStream[ChatCompletionChunk]",
             await super().create(model=await _async_model(self, model), **kwargs),
         )
+
+    async def parse(self, *, model: str | None = None, **kwargs: Any) -> ParsedChatCompletion[Any]:
+        """openai's ``parse`` (``response_format`` a Pydantic model); ``model`` defaults to the client's."""
+        return await super().parse(model=await _async_model(self, model), **kwargs)
+
+    def stream(self, *, model: str | None = None, **kwargs: Any) -> AsyncChatCompletionStreamManager[Any]:
+        """openai's streaming helper; ``model`` defaults to the client's (resolved when the stream opens).
+
+        openai's helper sends the request through :meth:`create`, which resolves a missing model.
+        """
+        return super().stream(model=model, **kwargs)  # type: ignore[arg-type]
 
 
 class Chat(_Chat):

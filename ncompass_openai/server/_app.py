@@ -21,6 +21,7 @@ from ._errors import CatchAllMiddleware, install_error_handlers
 from ._idempotency import IdempotencyMiddleware, prune_idempotency
 from ._limits import BodyLimitMiddleware
 from ._openapi import install_openapi
+from ._response_store import ResponseStore
 from ._routes_ncompass import REQUEST_MODELS as NCOMPASS_REQUEST_MODELS
 from ._routes_ncompass import router as ncompass_router
 from ._routes_openai import REQUEST_MODELS as OPENAI_REQUEST_MODELS
@@ -163,6 +164,7 @@ def _build_state(settings: ServerSettings, db: Database, engine: Engine | None) 
         bookings=bookings,
         deployments=deployments,
         runtime=runtime,
+        responses=ResponseStore(db),
         created=int(time.time()),
         extra=extra,
     )

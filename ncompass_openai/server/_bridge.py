@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .engines._base import TokenLogprobs
+
 __all__ = ["END", "FinishReason", "GenerationEvent", "GenerationStream", "Sink"]
 
 FinishReason = Literal["stop", "length"]
@@ -24,12 +26,17 @@ END = object()
 
 @dataclass(frozen=True)
 class GenerationEvent:
-    """One generated token of choice ``index``: its newly released text, and the running token count."""
+    """One generated token of choice ``index``: its newly released text, and the running token count.
+
+    ``logprobs`` is the token's (when the request asked for them): its bytes, which the held-back text of
+    a possible stop string may release only with a later event.
+    """
 
     index: int
     text: str
     finish_reason: FinishReason | None
     completion_tokens: int
+    logprobs: TokenLogprobs | None = None
 
 
 class Sink:

@@ -1,4 +1,4 @@
-"""The durable ledger: one SQLite file (WAL) holding tenants, sessions, bookings, deployments, replays.
+"""The durable ledger: one SQLite file (WAL): tenants, sessions, bookings, deployments, replays, responses.
 
 One connection, guarded by a lock. The request path writes through :meth:`Database.run`, which runs
 the store call on the ledger's own thread, so a slow disk (a WAL checkpoint, a busy file system) delays
@@ -74,6 +74,13 @@ CREATE TABLE IF NOT EXISTS idempotency (
     body BLOB NOT NULL,
     created_at REAL NOT NULL,
     PRIMARY KEY (tenant_id, route, key)
+);
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    body TEXT NOT NULL,
+    conversation TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,

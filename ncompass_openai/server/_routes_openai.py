@@ -1,4 +1,5 @@
-"""The OpenAI surface's routes: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions``.
+"""The OpenAI surface's routes: ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions`` and
+``/v1/responses``.
 
 Thin: each binds its typed request and hands it to its serving module, which builds the answer (JSON, or
 Server-Sent Events) and raises domain errors that ``_errors.py`` turns into the protocol's answers.
@@ -9,19 +10,22 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 from openai.types import Completion, Model
 from openai.types.chat import ChatCompletion
+from openai.types.responses import Response as ResponseObject
 from pydantic import BaseModel
 
 from .._headers import SESSION, SESSION_OPENED
 from ._openapi import answers
 from ._openapi import json_body as documented_body
+from ._responses import ResponseRequest
 from ._schemas import ChatCompletionRequest, CompletionRequest
 from ._serving import unknown_model
 from ._serving_chat import serve_chat
 from ._serving_completions import serve_completion
+from ._serving_responses import delete_response, get_response, serve_response
 from ._state import AuthTenant, ServerState, json_body, server_state
 
 __all__ = ["REQUEST_MODELS", "router"]
@@ -29,7 +33,11 @@ __all__ = ["REQUEST_MODELS", "router"]
 router = APIRouter()
 
 _INFERENCE_ERRORS = (404, 429, 503)
-REQUEST_MODELS = (CompletionRequest, ChatCompletionRequest)
+# Documented, not enforced (as the session and booking ids): any other id is simply not found (404).
+ResponseId = Annotated[
+    str, Path(description="A response id.", json_schema_extra={"pattern": "^resp_[A-Za-z0-9]+$"})
+]
+REQUEST_MODELS = (CompletionRequest, ChatCompletionRequest, ResponseRequest)
 
 
 class ModelList(BaseModel):
@@ -37,6 +45,14 @@ class ModelList(BaseModel):
 
     object: str = "list"
     data: list[Model]
+
+
+class ResponseDeleted(BaseModel):
+    """``DELETE /v1/responses/{id}``."""
+
+    id: str
+    object: str = "response"
+    deleted: bool = True
 
 
 def _model_card(state: ServerState) -> dict[str, Any]:
@@ -88,3 +104,24 @@ async def create_chat_completion(
     req: Annotated[ChatCompletionRequest, json_body(ChatCompletionRequest)],
 ) -> Response:
     return await serve_chat(request, server_state(request), tenant, req)
+
+
+@_inference("/v1/responses", ResponseObject, ResponseRequest)
+async def create_response(
+    request: Request, tenant: AuthTenant, req: Annotated[ResponseRequest, json_body(ResponseRequest)]
+) -> Response:
+    return await serve_response(request, server_state(request), tenant, req)
+
+
+@router.get(
+    "/v1/responses/{response_id}", response_model=None, responses=answers(ResponseObject, errors=(404,))
+)
+async def retrieve_response(response_id: ResponseId, request: Request, tenant: AuthTenant) -> dict[str, Any]:
+    return await get_response(server_state(request), tenant, response_id)
+
+
+@router.delete(
+    "/v1/responses/{response_id}", response_model=None, responses=answers(ResponseDeleted, errors=(404,))
+)
+async def remove_response(response_id: ResponseId, request: Request, tenant: AuthTenant) -> dict[str, Any]:
+    return await delete_response(server_state(request), tenant, response_id)

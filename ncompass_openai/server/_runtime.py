@@ -37,9 +37,9 @@ from ._bridge import GenerationEvent, GenerationStream, Sink
 from ._chat_template import render_chat_template
 from ._exceptions import ContextLengthError, ModelUnavailableError
 from ._scheduler import Request, Scheduler
-from .engines._base import DEFAULT_CHAT_TEMPLATE, Engine, SamplingParams
+from .engines._base import DEFAULT_CHAT_TEMPLATE, Engine, SamplingParams, TokenLogprobs
 
-__all__ = ["GenerationEvent", "GenerationStream", "InferenceRuntime", "SamplingParams"]
+__all__ = ["GenerationEvent", "GenerationStream", "InferenceRuntime", "SamplingParams", "TokenLogprobs"]
 
 
 class InferenceRuntime:
@@ -77,6 +77,21 @@ class InferenceRuntime:
     def vocab_size(self) -> int | None:
         """How many token ids the model has (``None``: the engine has none, so no ``logit_bias``)."""
         return self.engine.vocab_size
+
+    @property
+    def engine_name(self) -> str:
+        """The engine's name (``llama``, ``synthetic``, ...)."""
+        return self.engine.name
+
+    @property
+    def supports_grammar(self) -> bool:
+        """Whether the engine decodes under a grammar (``response_format``, tool calls)."""
+        return self.engine.supports_grammar
+
+    @property
+    def supports_logprobs(self) -> bool:
+        """Whether the engine reports token log probabilities (``logprobs``)."""
+        return self.engine.supports_logprobs
 
     async def load(self) -> None:
         """Load the model on the worker thread (the event loop stays free)."""

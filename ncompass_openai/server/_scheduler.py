@@ -261,7 +261,7 @@ class Scheduler:
                     seq.done = True
                     del seqs[token.id]
                     control.stop(token.id)
-                ok = request.sink.push(GenerationEvent(seq.index, text, finish, seq.tokens))
+                ok = request.sink.push(GenerationEvent(seq.index, text, finish, seq.tokens, token.logprobs))
                 if not ok:
                     self.cancel(request)
                     continue

@@ -1,9 +1,10 @@
 """Request bodies of the OpenAI surface: OpenAI's fields plus vLLM's extras, nothing silently ignored.
 
 A field the server does not know answers 400 naming it (``extra="forbid"``). OpenAI fields that the
-local engines cannot honour are accepted only at their neutral value (``logprobs=null``,
-``suffix=""``, ...), so an unchanged client works while a request that depends on them fails
-loudly instead of getting a different answer than it asked for.
+local engines cannot honour are accepted only at their neutral value (``suffix=""``, ``best_of``
+equal to ``n``), so an unchanged client works while a request that depends on them fails loudly instead
+of getting a different answer than it asked for. What an engine cannot do (a grammar, logprobs, token
+ids) is refused by the serving modules, which know the engine. docs/openai-fields.md lists every field.
 """
 
 from __future__ import annotations
@@ -14,8 +15,19 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from ._exceptions import InvalidRequest
+from ._tools import FunctionSpec, check_tool_names
 
-__all__ = ["ChatCompletionRequest", "ChatMessage", "CompletionRequest", "StreamOptions"]
+__all__ = [
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "CompletionRequest",
+    "FunctionDefinition",
+    "JSONSchemaFormat",
+    "NamedToolChoice",
+    "ResponseFormat",
+    "StreamOptions",
+    "Tool",
+]
 
 _MAX_N = 16
 _MAX_STOP = 4
@@ -43,6 +55,64 @@ class _Strict(BaseModel):
 
 class StreamOptions(_Strict):
     include_usage: bool = False
+
+
+_NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # OpenAI's, for schema and function names
+
+
+class JSONSchemaFormat(_Strict):
+    """``response_format.json_schema``: the schema every answer must validate against."""
+
+    name: str = Field(pattern=_NAME)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Strict):
+    """``response_format``: plain text, any JSON object, or JSON that validates against a schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    def check(self) -> None:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise InvalidRequest(
+                "`response_format.json_schema` is required when `type` is `json_schema`.",
+                param="response_format.json_schema",
+            )
+        if self.type != "json_schema" and self.json_schema is not None:
+            raise InvalidRequest(
+                f"`response_format.json_schema` is only allowed with `type: json_schema`, not `{self.type}`.",
+                param="response_format.json_schema",
+            )
+
+
+class FunctionDefinition(_Strict):
+    """``tools[i].function``."""
+
+    name: str = Field(pattern=_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(_Strict):
+    """``tools[i]``: only function tools exist on chat completions."""
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class _FunctionName(_Strict):
+    name: str = Field(min_length=1)
+
+
+class NamedToolChoice(_Strict):
+    """``tool_choice: {"type": "function", "function": {"name": ...}}``."""
+
+    type: Literal["function"]
+    function: _FunctionName
 
 
 class _Sampling(_Strict):
@@ -116,7 +186,7 @@ class CompletionRequest(_Sampling):
     prompt: str | list[str]
     max_tokens: int | None = Field(default=16, ge=1)
     echo: bool = False
-    logprobs: Annotated[int | None, _refused("logprobs", lambda v: v is None)] = None
+    logprobs: int | None = Field(default=None, ge=0, le=5)
     best_of: int | None = None
     suffix: Annotated[str | None, _refused("suffix", lambda v: not v)] = None
 
@@ -130,10 +200,18 @@ class CompletionRequest(_Sampling):
     def check(self) -> None:
         """Conflicts between fields: a 400 naming the field to change."""
         super().check()
+        if self.echo and self.logprobs is not None:
+            raise InvalidRequest(
+                "`logprobs` together with `echo` (the prompt's logprobs) is not supported: remove one.",
+                param="logprobs",
+            )
         if self.best_of is not None and self.best_of != self.n:
             raise InvalidRequest(
                 "`best_of` is not supported unless it equals `n`; remove it.", param="best_of"
             )
+
+    def logprob_count(self) -> int | None:
+        return self.logprobs
 
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
@@ -155,11 +233,11 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    logprobs: Annotated[bool | None, _refused("logprobs", lambda v: not v)] = None
-    top_logprobs: Annotated[int | None, _refused("top_logprobs", lambda v: v is None)] = None
-    response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Literal["none", "auto"] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     # vLLM's extras
     add_generation_prompt: bool = True
@@ -167,16 +245,30 @@ class ChatCompletionRequest(_Sampling):
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
 
-    @field_validator("response_format")
-    @classmethod
-    def _text_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and value.get("type") != "text":
-            raise ValueError("only {'type': 'text'} is supported by this server")
-        return value
-
     def check(self) -> None:
         """Conflicts between fields: a 400 naming the field to change."""
         super().check()
+        if self.response_format is not None:
+            self.response_format.check()
+        if self.top_logprobs is not None and not self.logprobs:
+            raise InvalidRequest("`top_logprobs` needs `logprobs: true`.", param="top_logprobs")
+        if self.logprobs and self.tool_plan_wanted():
+            raise InvalidRequest(
+                '`logprobs` together with `tools` is not supported: send `tool_choice: "none"` or remove '
+                "`logprobs`.",
+                param="logprobs",
+            )
+        check_tool_names(self.function_specs(), self.tool_choice_name())
+        if (
+            self.tool_plan_wanted()
+            and self.response_format is not None
+            and self.response_format.type != "text"
+        ):
+            raise InvalidRequest(
+                "`response_format` and `tools` cannot be combined on this server: send `tool_choice: "
+                '"none"` to get the formatted answer, or remove `response_format`.',
+                param="response_format",
+            )
         if self.add_generation_prompt and self.continue_final_message:
             raise InvalidRequest(
                 "`add_generation_prompt` and `continue_final_message` cannot both be true: set "
@@ -196,6 +288,27 @@ class ChatCompletionRequest(_Sampling):
             raise InvalidRequest(
                 "`max_tokens` and `max_completion_tokens` disagree; send only one.", param="max_tokens"
             )
+
+    def logprob_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def function_specs(self) -> list[FunctionSpec]:
+        return [
+            FunctionSpec(t.function.name, t.function.description, t.function.parameters)
+            for t in self.tools or []
+        ]
+
+    def tool_choice_name(self) -> str | None:
+        """``none``, ``auto``, ``required`` or a function's name (``auto``: tools without a choice)."""
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice):
+            return choice.function.name
+        if choice is None and self.tools:
+            return "auto"
+        return choice
+
+    def tool_plan_wanted(self) -> bool:
+        return bool(self.tools) and self.tool_choice_name() != "none"
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from ._auth import Tenant
 from ._billing import Billing
 from ._errors import answer_for, error_body, model_not_running
 from ._exceptions import ContextLengthError, InvalidRequest, ModelNotRunning, ModelUnavailableError, NotFound
-from ._runtime import GenerationStream, SamplingParams
+from ._runtime import GenerationEvent, GenerationStream, SamplingParams, TokenLogprobs
 from ._schemas import ChatCompletionRequest, CompletionRequest
 from ._state import ServerState
 
@@ -37,12 +37,13 @@ __all__ = [
     "sampling",
     "stream_response",
     "unknown_model",
+    "usage_tail",
 ]
 
 logger = logging.getLogger("ncompass_openai.server")
 
-ChunkEncoder = Callable[[int, str, "str | None"], str]
-"""``encode(index, text, finish_reason)``: the SSE event(s) of one generation event."""
+ChunkEncoder = Callable[[GenerationEvent], str]
+"""``encode(event)``: the SSE event(s) of one generation event."""
 
 
 def unknown_model(state: ServerState, model: str) -> NotFound:
@@ -89,8 +90,22 @@ def _biases(
     return biases
 
 
+def _logprobs(state: ServerState, req: CompletionRequest | ChatCompletionRequest) -> int | None:
+    count = req.logprob_count()
+    if count is not None and not state.runtime.supports_logprobs:
+        raise InvalidRequest(
+            f"`logprobs` needs a model's probabilities, which the {state.runtime.engine_name} engine does "
+            "not have: remove it, or serve a model (the llama engine).",
+            param="logprobs",
+        )
+    return count
+
+
 def sampling(
-    state: ServerState, req: CompletionRequest | ChatCompletionRequest, max_tokens: int
+    state: ServerState,
+    req: CompletionRequest | ChatCompletionRequest,
+    max_tokens: int,
+    grammar: str | None = None,
 ) -> SamplingParams:
     top_k = req.top_k if req.top_k not in (None, 0) else -1
     if req.min_tokens > max_tokens:
@@ -111,6 +126,8 @@ def sampling(
         min_p=0.0 if req.min_p is None else req.min_p,
         repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
         seed=req.seed,
+        grammar=grammar,
+        logprobs=_logprobs(state, req),
     )
 
 
@@ -174,11 +191,12 @@ class Envelope:
 
 @dataclass(frozen=True)
 class Collected:
-    """A whole answer: the text and finish reason of each choice, and the completion tokens in all."""
+    """A whole answer: each choice's text, finish reason and logprobs, and the completion tokens in all."""
 
     texts: list[str]
     finish: list[str | None]
     completion_tokens: int
+    logprobs: list[list[TokenLogprobs]]
 
 
 async def _close(stream: GenerationStream) -> None:
@@ -221,12 +239,15 @@ async def _gather(
     state: ServerState, tenant: Tenant, billing: Billing, stream: GenerationStream, total: int
 ) -> Collected:
     parts: list[list[str]] = [[] for _ in range(total)]
+    logprobs: list[list[TokenLogprobs]] = [[] for _ in range(total)]
     finish: list[str | None] = [None] * total
     tokens = [0] * total
     answered = False
     try:
         async for event in stream:
             parts[event.index].append(event.text)
+            if event.logprobs is not None:
+                logprobs[event.index].append(event.logprobs)
             tokens[event.index] = event.completion_tokens
             if event.finish_reason is not None:
                 finish[event.index] = event.finish_reason
@@ -239,7 +260,7 @@ async def _gather(
             if answered:
                 await billing.open()
             await billing.record(stream.prompt_tokens, sum(tokens))
-    return Collected(["".join(p) for p in parts], finish, sum(tokens))
+    return Collected(["".join(p) for p in parts], finish, sum(tokens), logprobs)
 
 
 def _error_event(exc: BaseException) -> str:
@@ -260,20 +281,40 @@ def _error_event(exc: BaseException) -> str:
     )
 
 
+TailEncoder = Callable[[int, int], Awaitable[str]]
+"""``await tail(prompt_tokens, completion_tokens)``: the last event(s) of a stream that ended well."""
+
+
 async def stream_response(
     billing: Billing,
     stream: GenerationStream,
     head: list[str],
     encode: ChunkEncoder,
-    usage_chunk: Callable[[int, int], str] | None,
+    tail: TailEncoder | None,
+    *,
+    done: bool = True,
 ) -> StreamingResponse:
-    """The streamed answer: its status and headers go out now, so its session is opened now."""
+    """The streamed answer: its status and headers go out now, so its session is opened now.
+
+    ``done``: end with ``data: [DONE]`` (chat and completions do; the Responses API does not).
+    """
     try:
         await billing.open()
     except BaseException:
         await _close(stream)
         raise
-    return _sse.response(_stream_events(billing, stream, head, encode, usage_chunk), billing.headers())
+    return _sse.response(_stream_events(billing, stream, head, encode, tail, done), billing.headers())
+
+
+def usage_tail(envelope: Envelope, with_usage: bool) -> TailEncoder | None:
+    """The usage chunk of chat and completion streams that asked for it."""
+    if not with_usage:
+        return None
+
+    async def tail(prompt_tokens: int, completion_tokens: int) -> str:
+        return envelope.usage_chunk(prompt_tokens, completion_tokens)
+
+    return tail
 
 
 async def _stream_events(
@@ -281,9 +322,10 @@ async def _stream_events(
     stream: GenerationStream,
     head: list[str],
     encode: ChunkEncoder,
-    usage_chunk: Callable[[int, int], str] | None,
+    tail: TailEncoder | None,
+    done: bool,
 ) -> AsyncIterator[str]:
-    """The SSE body: ``head`` events, one event per generation event, the usage chunk, ``[DONE]``.
+    """The SSE body: ``head`` events, one event per generation event, the tail, ``[DONE]``.
 
     An error after the first byte becomes one ``data: {"error": ...}`` event, then the stream ends.
     """
@@ -294,7 +336,7 @@ async def _stream_events(
             yield chunk
         async for event in stream:
             completion_tokens[event.index] = event.completion_tokens
-            yield encode(event.index, event.text, event.finish_reason)
+            yield encode(event)
     except Exception as exc:
         failed = exc
     finally:
@@ -304,6 +346,7 @@ async def _stream_events(
     if failed is not None:
         yield _error_event(failed)
         return
-    if usage_chunk is not None:
-        yield usage_chunk(stream.prompt_tokens, sum(completion_tokens.values()))
-    yield _sse.DONE
+    if tail is not None:
+        yield await tail(stream.prompt_tokens, sum(completion_tokens.values()))
+    if done:
+        yield _sse.DONE

@@ -7,8 +7,10 @@ from fastapi.responses import Response
 
 from ._auth import Tenant
 from ._billing import Billing
+from ._logprobs import completion_logprobs
+from ._runtime import GenerationEvent
 from ._schemas import CompletionRequest
-from ._serving import Envelope, admit, collect, generate, sampling, stream_response
+from ._serving import Envelope, admit, collect, generate, sampling, stream_response, usage_tail
 from ._state import ServerState
 
 __all__ = ["serve_completion"]
@@ -34,11 +36,12 @@ async def serve_completion(
         collected = await collect(request, state, tenant, billing, stream, total)
         if collected is None:
             return Response(status_code=499)  # nobody is listening; the status only shows in logs
+        with_logprobs = req.logprobs is not None
         choices = [
             {
                 "index": i,
                 "text": prompts[i // req.n] + text if req.echo else text,
-                "logprobs": None,
+                "logprobs": completion_logprobs(collected.logprobs[i]) if with_logprobs else None,
                 "finish_reason": collected.finish[i],
             }
             for i, text in enumerate(collected.texts)
@@ -47,9 +50,18 @@ async def serve_completion(
 
     with_usage = req.include_usage()
 
-    def encode(index: int, text: str, finish_reason: str | None) -> str:
-        choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
+    offsets = [0] * total  # where each choice's next token starts in its text
+
+    def chunk(index: int, text: str, finish_reason: str | None, logprobs: dict[str, object] | None) -> str:
+        choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
         return env.chunk(choice, with_usage=with_usage)
 
-    head = [encode(i, prompts[i // req.n], None) for i in range(total)] if req.echo else []
-    return await stream_response(billing, stream, head, encode, env.usage_chunk if with_usage else None)
+    def encode(event: GenerationEvent) -> str:
+        logprobs = None
+        if event.logprobs is not None:
+            logprobs = completion_logprobs([event.logprobs], offsets[event.index])
+            offsets[event.index] += len(event.logprobs.token.decode("utf-8", errors="replace"))
+        return chunk(event.index, event.text, event.finish_reason, logprobs)
+
+    head = [chunk(i, prompts[i // req.n], None, None) for i in range(total)] if req.echo else []
+    return await stream_response(billing, stream, head, encode, usage_tail(env, with_usage))

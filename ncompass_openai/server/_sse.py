@@ -15,8 +15,10 @@ _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def event(payload: Any) -> str:
-    """One event carrying ``payload`` as compact JSON."""
+def event(payload: Any, name: str | None = None) -> str:
+    """One event carrying ``payload`` as compact JSON; ``name`` its ``event:`` line (the Responses API's)."""
+    if name is not None:
+        return f"event: {name}\ndata: {_dumps(payload)}\n\n"
     return f"data: {_dumps(payload)}\n\n"
 
 

@@ -14,6 +14,7 @@ from ._bookings import BookingStore
 from ._db import Database
 from ._deployment import DeploymentManager
 from ._errors import APIError, bad_request, validation_message
+from ._response_store import ResponseStore
 from ._runtime import InferenceRuntime
 from ._sessions import SessionStore
 from ._settings import ServerSettings
@@ -32,6 +33,7 @@ class ServerState:
     bookings: BookingStore
     deployments: DeploymentManager
     runtime: InferenceRuntime
+    responses: ResponseStore
     created: int
     extra: dict[str, Any] = field(default_factory=dict)
 

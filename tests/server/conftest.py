@@ -129,3 +129,18 @@ def spawn_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield spawn
     for proc in started:
         proc.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def real(model_server: Any, api_key: str) -> Any:
+    """An ``openai.OpenAI`` client of the real-model server (no retries: a failure shows at once)."""
+    import openai
+
+    with openai.OpenAI(base_url=model_server.base_url, api_key=api_key, max_retries=0, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def real_model(real: Any) -> str:
+    """The real-model server's model id."""
+    return str(real.models.list().data[0].id)

@@ -68,3 +68,17 @@ def test_create_app_keeps_state_per_app() -> None:
     assert one.state.server.db is not two.state.server.db
     one.state.server.db.close()
     two.state.server.db.close()
+
+
+def test_structured_outputs_without_llguidance_name_the_install_command() -> None:
+    code = (
+        "import sys; sys.modules['llguidance'] = None\n"
+        "from ncompass_openai.server._grammar import json_schema_grammar\n"
+        "try:\n"
+        "    json_schema_grammar({'type': 'object'}, 'response_format')\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc.param, exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert out.startswith("InvalidRequest response_format")
+    assert "pip install 'ncompass-openai[server]'" in out

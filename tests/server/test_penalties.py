@@ -48,11 +48,6 @@ def raw(server: Any, api_key: str) -> Any:
 PROMPT = "Q: What is the capital of France?\nA:"
 
 
-@pytest.fixture(scope="module")
-def real(model_server: Any, api_key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=model_server.base_url, api_key=api_key, max_retries=0, timeout=120)
-
-
 def _greedy(client: openai.OpenAI, max_tokens: int = 40, **fields: Any) -> str:
     model = client.models.list().data[0].id
     answer = client.completions.create(

@@ -25,6 +25,7 @@ __all__ = [
     "GenerationControl",
     "SamplingParams",
     "SequenceRequest",
+    "TokenLogprobs",
 ]
 
 # ChatML, the format SmolLM2 and many small models are trained on: the fallback when a model ships no
@@ -52,6 +53,13 @@ class SamplingParams:
     min_p: float = 0.0
     repetition_penalty: float = 1.0
     seed: int | None = None
+    # An llguidance grammar (``server/_grammar.py`` builds it from ``response_format`` or ``tools``): every
+    # token is sampled from those the grammar allows, and the sequence ends once the grammar is complete.
+    grammar: str | None = None
+    # OpenAI's logprobs: None off; k >= 0 the sampled token's log probability and the k most likely tokens'
+    # (of the model's own distribution: before temperature, penalties or a grammar reshape it, as vLLM's
+    # default "raw" logprobs).
+    logprobs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,15 @@ class SequenceRequest:
     id: int
     prompt: str
     params: SamplingParams
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """The sampled token's bytes and log probability, and the most likely tokens' (most likely first)."""
+
+    token: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,7 @@ class EngineToken:
     id: int
     text: str
     finish_reason: Literal["stop", "length"] | None = None
+    logprobs: TokenLogprobs | None = None  # when the sequence asked for them (not for the end token)
 
 
 class GenerationControl:
@@ -132,6 +150,8 @@ class Engine(abc.ABC):
     max_batch: int = 1
     context_length: int = 2048  # per sequence: prompt tokens + max_tokens must fit
     vocab_size: int | None = None  # token ids are 0 .. vocab_size - 1 (None: no token ids, no logit_bias)
+    supports_grammar: bool = False  # whether it honours SamplingParams.grammar (constrained decoding)
+    supports_logprobs: bool = False  # whether it honours SamplingParams.logprobs
 
     @abc.abstractmethod
     def load(self) -> None:

@@ -8,7 +8,8 @@ One llama context holds ``max_batch`` sequences (a shared KV cache of ``context_
 sequence). Each step builds one ``llama_batch``: the next token of every decoding sequence plus prompt
 chunks of newly admitted ones, so a new request starts while others keep generating. Every sequence has
 its own sampler chain (logit bias, penalties, top-k, top-p, min-p, temperature, seeded distribution); vLLM's
-``min_tokens`` masks the end-of-generation tokens' logits before the chain samples.
+``min_tokens`` masks the end-of-generation tokens' logits before the chain samples, and so does a
+sequence's grammar (``_constraint.py``) for every token it does not allow next.
 """
 
 from __future__ import annotations
@@ -21,12 +22,24 @@ import math
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..._exceptions import MissingDependencyError
-from ._base import Engine, EngineToken, GenerationControl, SamplingParams, SequenceRequest, TakeFn
+from ._base import (
+    Engine,
+    EngineToken,
+    GenerationControl,
+    SamplingParams,
+    SequenceRequest,
+    TakeFn,
+    TokenLogprobs,
+)
+from ._constraint import Grammars, SequenceConstraint
 
 __all__ = ["LlamaEngine", "default_model_path"]
 
@@ -103,7 +116,14 @@ def _quiet_log_callback(llama_cpp: Any) -> Any:
 class _Sequence:
     """A sequence in a slot: its prompt still to feed, sampler chain, position and UTF-8 decoder."""
 
-    def __init__(self, request: SequenceRequest, slot: int, prompt: list[int], sampler: Any) -> None:
+    def __init__(
+        self,
+        request: SequenceRequest,
+        slot: int,
+        prompt: list[int],
+        sampler: Any,
+        constraint: SequenceConstraint | None,
+    ) -> None:
         self.id = request.id
         self.slot = slot
         self.pending = prompt  # tokens not yet decoded (the prompt, then each sampled token)
@@ -111,6 +131,8 @@ class _Sequence:
         self.left = request.params.max_tokens
         self.hold_end = request.params.min_tokens  # tokens still to sample before the end may be
         self.sampler = sampler
+        self.constraint = constraint
+        self.logprobs = request.params.logprobs
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
 
@@ -129,6 +151,8 @@ class LlamaEngine(Engine):
     """
 
     name = "llama"
+    supports_grammar = True
+    supports_logprobs = True
 
     def __init__(
         self,
@@ -158,6 +182,7 @@ class LlamaEngine(Engine):
         self._add_bos = False
         self._n_vocab = 0
         self._end_tokens: list[int] = []  # every end-of-generation token (EOS, EOT, ...)
+        self._grammars: Grammars | None = None
 
     # ---------------------------------------------------------------- weights
     def load(self) -> None:
@@ -212,13 +237,30 @@ class LlamaEngine(Engine):
             "bos_token": self._token_text(llama_cpp.llama_vocab_bos(self._vocab)),
             "eos_token": self._token_text(llama_cpp.llama_vocab_eos(self._vocab)),
         }
+        self._grammars = Grammars(self._grammar_tokenizer, self._pieces)
+
+    def _grammar_tokenizer(self) -> Any:
+        from llguidance.llamacpp import lltokenizer_from_vocab
+
+        with warnings.catch_warnings():  # it calls llama_token_get_attr, which llama-cpp-python deprecates
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return lltokenizer_from_vocab(self._vocab, eos_token=self._end_tokens or None)
+
+    def _pieces(self) -> list[bytes]:
+        llama_cpp = _llama_cpp()
+        buffer = ctypes.create_string_buffer(256)
+        pieces = []
+        for token in range(self._n_vocab):
+            size = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+            pieces.append(buffer.raw[: max(size, 0)])
+        return pieces
 
     def unload(self) -> None:
         """Free the context and the weights."""
         for part in (self._batch, self._ctx, self._model):
             if part is not None:
                 part.close()
-        self._model = self._ctx = self._batch = self._vocab = None
+        self._model = self._ctx = self._batch = self._vocab = self._grammars = None
 
     @property
     def loaded(self) -> bool:
@@ -304,6 +346,14 @@ class LlamaEngine(Engine):
         slots: dict[int, _Sequence] = {}
         piece = ctypes.create_string_buffer(256)
 
+        def piece_of(token: int) -> bytes:
+            nonlocal piece
+            size = llama_cpp.llama_token_to_piece(vocab, token, piece, len(piece), 0, False)
+            if size < 0:  # a piece longer than the buffer: llama.cpp says how long
+                piece = ctypes.create_string_buffer(-size)
+                size = llama_cpp.llama_token_to_piece(vocab, token, piece, len(piece), 0, False)
+            return piece.raw[: max(size, 0)]
+
         def release(seq: _Sequence) -> None:
             del slots[seq.slot]
             llama_cpp.llama_memory_seq_rm(memory, seq.slot, -1, -1)
@@ -318,7 +368,12 @@ class LlamaEngine(Engine):
                 if free:
                     for request, slot in zip(take(len(free)), free, strict=False):
                         prompt = self._tokenize(request.prompt) or [llama_cpp.llama_vocab_bos(vocab)]
-                        slots[slot] = _Sequence(request, slot, prompt, self._sampler(request.params, prompt))
+                        grammar = request.params.grammar
+                        constraint = None
+                        if grammar is not None and self._grammars is not None:
+                            constraint = self._grammars.constraint(grammar)
+                        sampler = self._sampler(request.params, prompt)
+                        slots[slot] = _Sequence(request, slot, prompt, sampler, constraint)
                 if not slots:
                     return
 
@@ -348,28 +403,58 @@ class LlamaEngine(Engine):
                     raise RuntimeError(f"llama_decode failed with code {code}")
 
                 for i, seq in sample_at:
+                    raw = None
+                    if seq.logprobs is not None:  # the model's own distribution, before anything reshapes it
+                        raw = np.ctypeslib.as_array(
+                            llama_cpp.llama_get_logits_ith(ctx, i), shape=(self._n_vocab,)
+                        )
+                        raw = raw.astype(np.float64)
+                    if seq.constraint is not None:
+                        seq.constraint.mask(llama_cpp.llama_get_logits_ith(ctx, i))
                     if seq.hold_end > 0:  # min_tokens: the end tokens cannot be sampled yet
                         seq.hold_end -= 1
                         logits = llama_cpp.llama_get_logits_ith(ctx, i)
                         for end in self._end_tokens:
                             logits[end] = -math.inf
                     token = llama_cpp.llama_sampler_sample(seq.sampler, ctx, i)
+                    if seq.constraint is not None:
+                        seq.constraint.accept(token)
                     if llama_cpp.llama_vocab_is_eog(vocab, token):
                         release(seq)
                         yield EngineToken(seq.id, seq.decoder.decode(b"", final=True), "stop")
                         continue
-                    size = llama_cpp.llama_token_to_piece(vocab, token, piece, len(piece), 0, False)
-                    if size < 0:  # a piece longer than the buffer: llama.cpp says how long
-                        piece = ctypes.create_string_buffer(-size)
-                        size = llama_cpp.llama_token_to_piece(vocab, token, piece, len(piece), 0, False)
-                    text = seq.decoder.decode(piece.raw[: max(size, 0)])
+                    data = piece_of(token)
+                    text = seq.decoder.decode(data)
+                    logprobs = (
+                        None if raw is None else _logprobs(raw, token, data, seq.logprobs or 0, piece_of)
+                    )
                     seq.left -= 1
+                    if seq.constraint is not None and seq.constraint.done:  # nothing may follow
+                        release(seq)
+                        yield EngineToken(
+                            seq.id, text + seq.decoder.decode(b"", final=True), "stop", logprobs
+                        )
+                        continue
                     if seq.left <= 0 or seq.pos + 1 >= self.context_length:
                         release(seq)
-                        yield EngineToken(seq.id, text + seq.decoder.decode(b"", final=True), "length")
+                        yield EngineToken(
+                            seq.id, text + seq.decoder.decode(b"", final=True), "length", logprobs
+                        )
                         continue
                     seq.pending = [token]
-                    yield EngineToken(seq.id, text)
+                    yield EngineToken(seq.id, text, None, logprobs)
         finally:
             for seq in list(slots.values()):
                 release(seq)
+
+
+def _logprobs(raw: Any, token: int, data: bytes, top: int, piece_of: Any) -> TokenLogprobs:
+    """Log-softmax of the raw logits: the sampled token's value and the ``top`` most likely tokens'."""
+    peak = raw.max()
+    norm = peak + math.log(float(np.exp(raw - peak).sum()))
+    best: tuple[tuple[bytes, float], ...] = ()
+    if top > 0:
+        ids = np.argpartition(-raw, top - 1)[:top]
+        ids = ids[np.argsort(-raw[ids], kind="stable")]
+        best = tuple((piece_of(int(t)), float(raw[t] - norm)) for t in ids)
+    return TokenLogprobs(data, float(raw[token] - norm), best)

@@ -1,0 +1,108 @@
+"""From request fields to llguidance grammars: the constraint an engine enforces token by token.
+
+``response_format`` ``json_object`` and ``json_schema`` become a JSON-schema grammar (compact JSON: no
+whitespace between tokens, which a small model otherwise repeats until the token limit). A schema with a
+keyword llguidance cannot enforce is refused with a 400 naming it, never decoded unconstrained. Grammars
+are validated once per distinct schema (cached); the engine compiles each for its vocabulary once too.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import InvalidRequest
+
+if TYPE_CHECKING:
+    from ._runtime import InferenceRuntime
+
+__all__ = ["format_grammar", "json_or_text_grammar", "json_schema_grammar", "require_grammar_support"]
+
+_COMPILE_OPTIONS = {"whitespace_flexible": False}
+_CACHED = 256
+
+
+def _llguidance() -> Any:
+    try:
+        import llguidance
+    except ImportError:  # pragma: no cover - the server extra installs it
+        raise InvalidRequest(
+            "Structured outputs need llguidance, which is not installed on this server: "
+            "pip install 'ncompass-openai[server]'.",
+            param="response_format",
+        ) from None
+    return llguidance
+
+
+@functools.lru_cache(maxsize=_CACHED)
+def _compile(source: str, kind: str) -> tuple[str, str]:
+    """``(grammar, error)`` of a schema's JSON text or of a Lark grammar; ``error`` ``""``: enforceable."""
+    matcher = _llguidance().LLMatcher
+    try:
+        if kind == "lark":
+            grammar = matcher.grammar_from_lark(source)
+        else:
+            grammar = matcher.grammar_from_json_schema(source, defaults=_COMPILE_OPTIONS)
+    except ValueError as exc:
+        return "", str(exc)
+    return grammar, matcher.validate_grammar(grammar)
+
+
+def _checked(grammar: str, error: str, param: str) -> str:
+    if error:
+        reason = error.strip().replace("\n", " ")
+        raise InvalidRequest(
+            f"`{param}` cannot be enforced by this server's constrained decoding: {reason}. Remove or "
+            "change that part of the schema (unsupported keywords are refused, never ignored).",
+            param=param,
+        )
+    return grammar
+
+
+def json_schema_grammar(schema: dict[str, Any], param: str) -> str:
+    """The grammar that enforces ``schema``; a 400 naming ``param`` when it cannot be enforced.
+
+    Raises:
+        InvalidRequest: the schema is invalid, or uses a keyword (``uniqueItems``, ``not``, ...) or format
+            that constrained decoding cannot guarantee; the message quotes the reason.
+    """
+    # Not sort_keys: the order of `properties` is the order the answer's keys come in.
+    return _checked(*_compile(json.dumps(schema, separators=(",", ":")), "json"), param)
+
+
+def json_or_text_grammar(schema: dict[str, Any], param: str) -> str:
+    """Either one JSON value for ``schema`` (it starts with ``{``) or free text, ended by the model's EOS.
+
+    Free text ends as a plain answer does: a JSON string would have the model close a quote instead,
+    which a small model rarely knows to do.
+    """
+    compact = {**schema, "x-guidance": _COMPILE_OPTIONS}
+    lark = f"start: value | TEXT\nvalue: %json {json.dumps(compact)}\nTEXT: /[^{{\\s](.|\\n)*/\n"
+    return _checked(*_compile(lark, "lark"), param)
+
+
+def require_grammar_support(runtime: InferenceRuntime, param: str) -> None:
+    """A 400 naming ``param`` when the engine cannot decode under a grammar."""
+    if not runtime.supports_grammar:
+        raise InvalidRequest(
+            f"`{param}` needs constrained decoding, which the {runtime.engine_name} engine does not do: "
+            "remove it, or serve a model (the llama engine).",
+            param=param,
+        )
+
+
+def format_grammar(
+    runtime: InferenceRuntime, kind: str, schema: dict[str, Any] | None, param: str
+) -> str | None:
+    """The grammar of an answer format: ``text`` (none), ``json_object`` or ``json_schema``.
+
+    ``param`` names the format field (``response_format``, ``text.format``); a schema's problems are
+    blamed on its ``schema`` member.
+    """
+    if kind == "text":
+        return None
+    require_grammar_support(runtime, param)
+    if kind == "json_object" or schema is None:
+        return json_schema_grammar({"type": "object"}, param)
+    return json_schema_grammar(schema, f"{param}.schema")

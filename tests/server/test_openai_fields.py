@@ -1,0 +1,53 @@
+"""docs/openai-fields.md stays true: it lists every field of the installed openai's chat and completion
+create params, and each field it calls refused is a 400 naming that field."""
+
+from __future__ import annotations
+
+import re
+import typing
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from openai.types import completion_create_params
+from openai.types.chat import completion_create_params as chat_create_params
+
+TABLE = (Path(__file__).parents[2] / "docs" / "openai-fields.md").read_text()
+_ROW = re.compile(r"^\| `(?P<field>\w+)` \| (?P<status>[^|]+) \|", re.MULTILINE)
+
+
+def _rows(section: str) -> dict[str, str]:
+    start = TABLE.index(f"## {section}")
+    end = TABLE.find("\n## ", start + 1)
+    return {m["field"]: m["status"].strip() for m in _ROW.finditer(TABLE[start : end if end > 0 else None])}
+
+
+CHAT = _rows("Chat completions")
+COMPLETIONS = _rows("Completions")
+
+
+def _fields(params: Any) -> set[str]:
+    return set(typing.get_type_hints(params.CompletionCreateParamsBase)) | {"stream"}
+
+
+def test_the_table_lists_every_field_of_openais_params() -> None:
+    assert set(CHAT) == _fields(chat_create_params)
+    assert set(COMPLETIONS) == _fields(completion_create_params)
+
+
+REFUSED = [("/v1/chat/completions", f) for f, s in CHAT.items() if s == "refused"] + [
+    ("/v1/completions", f) for f, s in COMPLETIONS.items() if s == "refused"
+]
+BODIES = {
+    "/v1/chat/completions": {"model": "synthetic", "messages": [{"role": "user", "content": "hi"}]},
+    "/v1/completions": {"model": "synthetic", "prompt": "hi"},
+}
+
+
+@pytest.mark.parametrize(("path", "field"), REFUSED, ids=[f"{p.split('/')[-1]}-{f}" for p, f in REFUSED])
+def test_each_refused_field_is_a_400_naming_it(server: Any, api_key: str, path: str, field: str) -> None:
+    body = {**BODIES[path], field: "x"}
+    answer = httpx.post(f"{server.url}{path}", json=body, headers={"Authorization": f"Bearer {api_key}"})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == field
