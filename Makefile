@@ -26,7 +26,7 @@ VENV2 ?= .venv-openai2
 BIN2 := $(VENV2)/bin
 OPENAI2 ?= openai>=2.8,<3
 LLAMAINDEX_TEST := tests/test_integrations.py::test_llamaindex_openai_like
-# test_load.py (32 threads x 300 requests, the slowest client test) also runs on 2.x in CI's openai 2.x jobs.
+# test_load.py (32 threads x 100 requests, the slowest client test) also runs on 2.x in CI's openai 2.x jobs.
 # The server's, the CLI's and the docs' shell-snippet tests do not depend on the openai major.
 COMPAT_ARGS := -m "not model" --ignore=tests/server --ignore=tests/test_cli.py --ignore=tests/test_cli_legacy.py \
 	--ignore=tests/test_load.py --ignore=tests/test_shell_snippets.py

@@ -38,8 +38,7 @@ def _valid(choice: Any) -> bool:
         except (KeyError, ValueError, jsonschema.ValidationError):
             return False
         return choice.finish_reason == "tool_calls"
-    content = choice.message.content or ""
-    return choice.finish_reason in ("stop", "length") and bool(content) and not content.startswith("{")
+    return choice.finish_reason in ("stop", "length") and bool(choice.message.content)
 
 
 async def _run(base_url: str, seed: int) -> list[Any]:

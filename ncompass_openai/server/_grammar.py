@@ -17,7 +17,7 @@ from ._exceptions import InvalidRequest
 if TYPE_CHECKING:
     from ._runtime import InferenceRuntime
 
-__all__ = ["format_grammar", "json_or_text_grammar", "json_schema_grammar", "require_grammar_support"]
+__all__ = ["format_grammar", "json_schema_grammar", "require_grammar_support"]
 
 _COMPILE_OPTIONS = {"whitespace_flexible": False}
 _CACHED = 256
@@ -36,14 +36,11 @@ def _llguidance() -> Any:
 
 
 @functools.lru_cache(maxsize=_CACHED)
-def _compile(source: str, kind: str) -> tuple[str, str]:
-    """``(grammar, error)`` of a schema's JSON text or of a Lark grammar; ``error`` ``""``: enforceable."""
+def _compile(schema_json: str) -> tuple[str, str]:
+    """``(grammar, error)`` for one schema's JSON text; ``error`` is ``""`` when it can be enforced."""
     matcher = _llguidance().LLMatcher
     try:
-        if kind == "lark":
-            grammar = matcher.grammar_from_lark(source)
-        else:
-            grammar = matcher.grammar_from_json_schema(source, defaults=_COMPILE_OPTIONS)
+        grammar = matcher.grammar_from_json_schema(schema_json, defaults=_COMPILE_OPTIONS)
     except ValueError as exc:
         return "", str(exc)
     return grammar, matcher.validate_grammar(grammar)
@@ -68,18 +65,7 @@ def json_schema_grammar(schema: dict[str, Any], param: str) -> str:
             that constrained decoding cannot guarantee; the message quotes the reason.
     """
     # Not sort_keys: the order of `properties` is the order the answer's keys come in.
-    return _checked(*_compile(json.dumps(schema, separators=(",", ":")), "json"), param)
-
-
-def json_or_text_grammar(schema: dict[str, Any], param: str) -> str:
-    """Either one JSON value for ``schema`` (it starts with ``{``) or free text, ended by the model's EOS.
-
-    Free text ends as a plain answer does: a JSON string would have the model close a quote instead,
-    which a small model rarely knows to do.
-    """
-    compact = {**schema, "x-guidance": _COMPILE_OPTIONS}
-    lark = f"start: value | TEXT\nvalue: %json {json.dumps(compact)}\nTEXT: /[^{{\\s](.|\\n)*/\n"
-    return _checked(*_compile(lark, "lark"), param)
+    return _checked(*_compile(json.dumps(schema, separators=(",", ":"))), param)
 
 
 def require_grammar_support(runtime: InferenceRuntime, param: str) -> None:

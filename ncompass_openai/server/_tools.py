@@ -1,20 +1,23 @@
 """Function tools: the call format the model writes, the grammar that enforces it, and its parsing.
 
 SmolLM2's chat template (like many small models') has no tool syntax of its own, so the server uses one
-generic JSON format for every template, as llama.cpp's server does for such templates. A system message
-describes the tools and the format; the model then writes one of these, enforced by a grammar:
+generic JSON format for every template, llama.cpp's "generic" tool format. A system message describes
+the tools and the format; the model then writes exactly one JSON object, enforced by a grammar:
 
     {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}, ...]}   a call (or several)
-    It is sunny.                                                                     a plain answer
+    {"response": "It is sunny."}                                                     a plain answer
 
-A plain answer is free text that does not start with ``{`` and ends with the model's own end token, as it
-would without tools. ``tool_choice`` picks the alternatives: ``auto`` both, ``required`` calls only, a named
-function that one call only, ``none`` no grammar (and no tool description): plain text. With
-``parallel_tool_calls: false`` there is exactly one call, otherwise one to :data:`MAX_PARALLEL_CALLS`. Each
-call's ``arguments`` validate against that tool's ``parameters``. The answer carries OpenAI's
-``message.tool_calls`` (``call_...`` ids, arguments as a JSON string) and ``finish_reason: "tool_calls"``.
-Earlier turns are rendered back in the same format: an assistant message's ``tool_calls`` as its JSON, a
-``tool`` message's result as ``{"tool_result": ...}``.
+``tool_choice`` picks the alternatives: ``auto`` both, ``required`` calls only, a named function that
+one call only, ``none`` no grammar (and no tool description): plain text. With ``parallel_tool_calls:
+false`` there is exactly one call, otherwise one to :data:`MAX_PARALLEL_CALLS`. Each call's
+``arguments`` validate against that tool's ``parameters``. The answer carries OpenAI's
+``message.tool_calls`` (``call_...`` ids, arguments as a JSON string) and ``finish_reason:
+"tool_calls"``; a plain answer's text is its content, also when the token limit cut it (``length``).
+Earlier turns are rendered back in the same format: an assistant message's ``tool_calls`` as its JSON,
+a ``tool`` message's result as ``{"tool_result": ...}``.
+
+(A grammar that let the plain answer be free text, ended by the model's own end token, was measured
+too: SmolLM2 then never started a call, 0 of 40 prompts; with both alternatives in JSON it calls.)
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import InvalidRequest
-from ._grammar import json_or_text_grammar, json_schema_grammar, require_grammar_support
+from ._grammar import json_schema_grammar, require_grammar_support
 
 if TYPE_CHECKING:
     from ._runtime import InferenceRuntime
@@ -82,16 +85,25 @@ def _call_schema(spec: FunctionSpec) -> dict[str, Any]:
     }
 
 
-def _calls_schema(specs: Sequence[FunctionSpec], parallel: bool) -> dict[str, Any]:
+def _answer_schema(specs: Sequence[FunctionSpec], allow_text: bool, parallel: bool) -> dict[str, Any]:
     calls = [_call_schema(spec) for spec in specs]
     call: dict[str, Any] = calls[0] if len(calls) == 1 else {"anyOf": calls}
     items = {"type": "array", "items": call, "minItems": 1, "maxItems": MAX_PARALLEL_CALLS if parallel else 1}
-    return {
+    calling = {
         "type": "object",
         "properties": {"tool_calls": items},
         "required": ["tool_calls"],
         "additionalProperties": False,
     }
+    if not allow_text:
+        return calling
+    text = {
+        "type": "object",
+        "properties": {"response": {"type": "string", "minLength": 1}},
+        "required": ["response"],
+        "additionalProperties": False,
+    }
+    return {"anyOf": [calling, text]}
 
 
 def _instruction(specs: Sequence[FunctionSpec], allow_text: bool) -> str:
@@ -109,7 +121,7 @@ def _instruction(specs: Sequence[FunctionSpec], allow_text: bool) -> str:
         'To call tools, answer with JSON: {"tool_calls": [{"name": "<tool name>", "arguments": {...}}]}',
     ]
     if allow_text:
-        lines.append("To answer without a tool, write your answer as usual.")
+        lines.append('To answer without a tool, answer with JSON: {"response": "<your answer>"}')
     return "\n".join(lines)
 
 
@@ -134,9 +146,8 @@ def plan_tools(
     if choice not in ("auto", "required"):
         chosen = [spec for spec in specs if spec.name == choice]
     allow_text = choice == "auto"
-    schema = _calls_schema(chosen, parallel)
-    grammar = json_or_text_grammar(schema, "tools") if allow_text else json_schema_grammar(schema, "tools")
-    return ToolPlan(grammar, _instruction(chosen, allow_text))
+    schema = _answer_schema(chosen, allow_text, parallel)
+    return ToolPlan(json_schema_grammar(schema, "tools"), _instruction(chosen, allow_text))
 
 
 def check_tool_names(specs: Sequence[FunctionSpec], choice: str | None, param: str = "tool_choice") -> None:
@@ -156,16 +167,23 @@ def check_tool_names(specs: Sequence[FunctionSpec], choice: str | None, param: s
         )
 
 
+_RESPONSE_HEAD = '{"response":"'
+
+
 def parse_answer(text: str) -> tuple[str | None, list[ToolCall]]:
-    """The model's JSON answer as ``(content, tool_calls)``; text that is not the format is content.
+    """The model's JSON answer as ``(content, tool_calls)``.
 
     The grammar guarantees the format unless generation stopped early (a stop string, the token limit):
-    the raw text is then the content, as it would be without tools.
+    a plain answer cut there is still its text so far; anything else cut is the raw text.
     """
     try:
-        value = json.loads(text) if text.startswith("{") else None
+        value = json.loads(text)
     except ValueError:
+        if text.startswith(_RESPONSE_HEAD):
+            return _cut_string(text[len(_RESPONSE_HEAD) :]), []
         return text, []
+    if isinstance(value, dict) and isinstance(value.get("response"), str) and len(value) == 1:
+        return value["response"], []
     if isinstance(value, dict) and isinstance(value.get("tool_calls"), list) and len(value) == 1:
         calls = [
             ToolCall(
@@ -179,6 +197,17 @@ def parse_answer(text: str) -> tuple[str | None, list[ToolCall]]:
         if calls:
             return None, calls
     return text, []
+
+
+def _cut_string(body: str) -> str:
+    """The text of a JSON string cut before its closing quote (an escape cut in half is dropped)."""
+    for trim in range(min(len(body), 6) + 1):
+        try:
+            value = json.loads(f'"{body[: len(body) - trim]}"')
+        except ValueError:
+            continue
+        return str(value)
+    return body
 
 
 def argument_pieces(arguments: str) -> list[str]:

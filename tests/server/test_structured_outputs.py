@@ -121,7 +121,7 @@ def test_json_object_is_always_one_json_object(real: openai.OpenAI) -> None:
         "Give your name and your age.",
         "What is your favourite book? Give its title and author.",
     ):
-        for fields in ({"temperature": 0}, {"seed": 0}, {"seed": 1}):
+        for fields in ({"temperature": 0}, {"seed": 0}):
             answer = real.chat.completions.create(
                 model=model,
                 messages=_messages(question),  # type: ignore[arg-type]

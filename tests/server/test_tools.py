@@ -19,7 +19,7 @@ WEATHER, TIME = DATA["tools"]  # get_weather(city, unit) and get_time(zone)
 TOOLS = [WEATHER, TIME]
 PARAMETERS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}  # type: ignore[index]
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
-MAX_TOKENS = 200
+MAX_TOKENS = 120  # a call needs under 60; a rambling text answer stops here
 
 
 def _valid_calls(calls: list[Any], names: set[str]) -> None:
@@ -105,9 +105,8 @@ def test_auto_yields_valid_text_or_a_valid_call(real: openai.OpenAI, real_model:
     if choice.message.tool_calls:
         assert choice.finish_reason == "tool_calls"
         _valid_calls(choice.message.tool_calls, {"get_weather", "get_time"})
-    else:  # plain text, ended by the model or by the token limit, as without tools
+    else:  # a plain answer: its text, ended by the model or cut by the token limit
         assert choice.finish_reason in ("stop", "length") and choice.message.content
-        assert not choice.message.content.startswith("{")
     _same(choice, streamed)
 
 
@@ -213,7 +212,6 @@ def test_auto_answers_are_valid_text_or_valid_calls(model_server: Any, api_key: 
             _valid_calls(choice.message.tool_calls, {"get_weather", "get_time"})
         else:
             assert choice.finish_reason in ("stop", "length") and choice.message.content, choice
-            assert not choice.message.content.startswith("{")
 
 
 # -- bad input -------------------------------------------------------------------------------------
@@ -282,7 +280,12 @@ def test_an_invalid_parameters_schema_is_a_400_naming_it(model_server: Any, api_
     assert error["param"] == "tools[0].function.parameters" and "uniqueItems" in error["message"]
 
 
-def test_history_with_tool_calls_and_tool_results_renders(raw: httpx.Client) -> None:
+@pytest.mark.parametrize(
+    "template",
+    [None, "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"],
+    ids=["default", "request-template"],
+)
+def test_history_with_tool_calls_and_tool_results_renders(raw: httpx.Client, template: str | None) -> None:
     history = [
         *ASK,
         {
