@@ -46,17 +46,6 @@ def _compile(schema_json: str) -> tuple[str, str]:
     return grammar, matcher.validate_grammar(grammar)
 
 
-def _checked(grammar: str, error: str, param: str) -> str:
-    if error:
-        reason = error.strip().replace("\n", " ")
-        raise InvalidRequest(
-            f"`{param}` cannot be enforced by this server's constrained decoding: {reason}. Remove or "
-            "change that part of the schema (unsupported keywords are refused, never ignored).",
-            param=param,
-        )
-    return grammar
-
-
 def json_schema_grammar(schema: dict[str, Any], param: str) -> str:
     """The grammar that enforces ``schema``; a 400 naming ``param`` when it cannot be enforced.
 
@@ -65,7 +54,15 @@ def json_schema_grammar(schema: dict[str, Any], param: str) -> str:
             that constrained decoding cannot guarantee; the message quotes the reason.
     """
     # Not sort_keys: the order of `properties` is the order the answer's keys come in.
-    return _checked(*_compile(json.dumps(schema, separators=(",", ":"))), param)
+    grammar, error = _compile(json.dumps(schema, separators=(",", ":")))
+    if error:
+        reason = error.strip().replace("\n", " ")
+        raise InvalidRequest(
+            f"`{param}` cannot be enforced by this server's constrained decoding: {reason}. Remove or "
+            "change that part of the schema (unsupported keywords are refused, never ignored).",
+            param=param,
+        )
+    return grammar
 
 
 def require_grammar_support(runtime: InferenceRuntime, param: str) -> None:

@@ -11,9 +11,9 @@ gets a copy of the compiled matcher, so a repeated schema costs nothing to compi
 
 One guard narrows the grammar further: after :data:`MAX_DIGIT_RUN` digits in a row, digit tokens are
 masked too whenever the grammar allows anything else. JSON numbers have no length limit, and a small model
-sampling the fraction of a ``number`` can go on until the token limit; 16 digits are float64's precision,
-so no value a JSON parser reads is lost, and the output only ever gets narrower than the grammar allows,
-never wider.
+sampling the fraction of a ``number`` can go on until the token limit. The guard only ever narrows what
+the grammar allows (every answer still validates): it rules out runs of more than 16 digits, beyond
+float64's precision, in numbers and strings alike.
 """
 
 from __future__ import annotations
