@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._headers import RETRY_AFTER, SHOULD_RETRY
 from ._exceptions import InvalidRequest, ModelNotRunning, NotFound, QueueFullError
+from ._refused_fields import REASONS
 
 __all__ = [
     "APIError",
@@ -175,10 +176,8 @@ def validation_message(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | 
             None,
         )
     if kind == "extra_forbidden":
-        return (
-            f"Unsupported field `{param}`: this server does not support it. Remove it from the request.",
-            param,
-        )
+        reason = REASONS.get(str(param), "this server does not support it")
+        return f"Unsupported field `{param}`: {reason}. Remove it from the request.", param
     if kind == "missing":
         return f"Missing required field `{param}`. Add it to the request.", param
     if param is None and kind in ("model_attributes_type", "dict_type", "model_type"):

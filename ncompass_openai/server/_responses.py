@@ -146,7 +146,7 @@ class ResponseRequest(_Strict):
                 what = "a built-in tool" if kind in _BUILT_IN_TOOLS else "not a tool type this server knows"
                 raise ValueError(
                     f"tools[{i}] has type {kind!r}, {what}: this server runs function tools only "
-                    "(`type: function`); remove it."
+                    "(`type: function`); remove it"
                 )
             FunctionTool.model_validate(tool)
         return value

@@ -13,14 +13,20 @@ import pytest
 from openai.types import completion_create_params
 from openai.types.chat import completion_create_params as chat_create_params
 
+from ncompass_openai.server._refused_fields import REASONS
+
 TABLE = (Path(__file__).parents[2] / "docs" / "openai-fields.md").read_text()
-_ROW = re.compile(r"^\| `(?P<field>\w+)` \| (?P<status>[^|]+) \|", re.MULTILINE)
+_ROW = re.compile(r"^\| `(?P<field>\w+)` \| (?P<status>[^|]+) \|(?P<notes>[^|]*)\|$", re.MULTILINE)
+
+
+def _section(section: str) -> list[re.Match[str]]:
+    start = TABLE.index(f"## {section}")
+    end = TABLE.find("\n## ", start + 1)
+    return list(_ROW.finditer(TABLE[start : end if end > 0 else None]))
 
 
 def _rows(section: str) -> dict[str, str]:
-    start = TABLE.index(f"## {section}")
-    end = TABLE.find("\n## ", start + 1)
-    return {m["field"]: m["status"].strip() for m in _ROW.finditer(TABLE[start : end if end > 0 else None])}
+    return {m["field"]: m["status"].strip() for m in _section(section)}
 
 
 CHAT = _rows("Chat completions")
@@ -45,9 +51,15 @@ BODIES = {
 }
 
 
+def test_the_tables_reasons_are_the_servers() -> None:
+    notes = {m["field"]: m["notes"].strip() for m in _section("Chat completions") if m["status"] == "refused"}
+    assert notes == REASONS
+
+
 @pytest.mark.parametrize(("path", "field"), REFUSED, ids=[f"{p.split('/')[-1]}-{f}" for p, f in REFUSED])
 def test_each_refused_field_is_a_400_naming_it(server: Any, api_key: str, path: str, field: str) -> None:
     body = {**BODIES[path], field: "x"}
     answer = httpx.post(f"{server.url}{path}", json=body, headers={"Authorization": f"Bearer {api_key}"})
     assert answer.status_code == 400, answer.text
-    assert answer.json()["error"]["param"] == field
+    error = answer.json()["error"]
+    assert error["param"] == field and REASONS.get(field, "does not support it") in error["message"]
