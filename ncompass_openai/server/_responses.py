@@ -128,7 +128,7 @@ class ResponseRequest(_Strict):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     text: TextOptions | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[FunctionTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | FunctionChoice | None = None
     parallel_tool_calls: bool | None = None
     stream: bool = False
@@ -137,22 +137,19 @@ class ResponseRequest(_Strict):
     metadata: dict[str, str] | None = None
     user: str | None = None
 
-    @field_validator("tools")
+    @field_validator("tools", mode="before")
     @classmethod
-    def _functions_only(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-        for i, tool in enumerate(value or []):
-            kind = tool.get("type")
+    def _functions_only(cls, value: Any) -> Any:
+        """A tool type other than ``function`` named before its fields are checked."""
+        for i, tool in enumerate(value if isinstance(value, list) else []):
+            kind = tool.get("type") if isinstance(tool, dict) else None
             if kind != "function":
                 what = "a built-in tool" if kind in _BUILT_IN_TOOLS else "not a tool type this server knows"
                 raise ValueError(
                     f"tools[{i}] has type {kind!r}, {what}: this server runs function tools only "
                     "(`type: function`); remove it"
                 )
-            FunctionTool.model_validate(tool)
         return value
-
-    def function_tools(self) -> list[FunctionTool]:
-        return [FunctionTool.model_validate(tool) for tool in self.tools or []]
 
     def input_items(self) -> list[MessageItem | FunctionCallItem | FunctionCallOutputItem]:
         if isinstance(self.input, str):
@@ -197,7 +194,7 @@ def to_chat_request(req: ResponseRequest, messages: list[dict[str, Any]]) -> Cha
         "parallel_tool_calls": req.parallel_tool_calls,
         "user": req.user,
     }
-    tools = req.function_tools()
+    tools = req.tools or []
     if tools:
         fields["tools"] = [
             {"type": "function", "function": t.model_dump(exclude={"type"}, exclude_none=True)} for t in tools

@@ -35,7 +35,7 @@ from ._serving import (
 from ._state import ServerState
 from ._tools import ToolCall, ToolPlan, argument_pieces, parse_answer, plan_tools, render_history
 
-__all__ = ["answer_of", "serve_chat", "start_chat"]
+__all__ = ["answer_of", "assistant_message", "serve_chat", "start_chat"]
 
 _DEFAULT_MAX_TOKENS = 4096  # the cap on "the room the context leaves" when a request sets no limit
 
@@ -95,7 +95,8 @@ def answer_of(
     return content, calls, "tool_calls" if calls else finish
 
 
-def _message(content: str | None, calls: list[ToolCall]) -> dict[str, Any]:
+def assistant_message(content: str | None, calls: list[ToolCall]) -> dict[str, Any]:
+    """The assistant message of an answer: its text, or its calls with ``content: null``."""
     if not calls:
         return {"role": "assistant", "content": content}
     tool_calls = [
@@ -157,7 +158,7 @@ async def serve_chat(
             choices.append(
                 {
                     "index": i,
-                    "message": _message(content, calls),
+                    "message": assistant_message(content, calls),
                     "logprobs": logprobs,
                     "finish_reason": finish,
                 }

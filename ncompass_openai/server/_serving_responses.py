@@ -31,7 +31,7 @@ from ._exceptions import InvalidRequest, NotFound
 from ._responses import FunctionChoice, ResponseRequest, rename_param, to_chat_request, to_messages
 from ._runtime import GenerationEvent
 from ._serving import collect, stream_response
-from ._serving_chat import answer_of, start_chat
+from ._serving_chat import answer_of, assistant_message, start_chat
 from ._sse import event
 from ._state import ServerState
 from ._tools import ToolCall, argument_pieces
@@ -82,7 +82,7 @@ class _Response:
         self.conversation = conversation
         self.id = "resp_" + secrets.token_hex(16)
         self.message_id = "msg_" + secrets.token_hex(16)
-        tools = [t.model_dump(exclude_none=True) for t in req.function_tools()]
+        tools = [t.model_dump(exclude_none=True) for t in req.tools or []]
         choice: Any = req.tool_choice
         if isinstance(choice, FunctionChoice):
             choice = choice.model_dump()
@@ -115,41 +115,25 @@ class _Response:
             body["incomplete_details"] = {"reason": "max_output_tokens"}
         return body
 
-    def output(self, content: str | None, calls: list[ToolCall], status: str) -> list[dict[str, Any]]:
-        if calls:
-            return [_call_item(call) for call in calls]
-        return [_message_item(self.message_id, content or "", status)]
-
     async def finish(
         self,
         state: ServerState,
         tenant: Tenant,
-        output: list[dict[str, Any]],
+        answer: tuple[str | None, list[ToolCall]],
         status: str,
         usage: dict[str, Any],
     ) -> dict[str, Any]:
-        """The final response object, stored when ``store`` is on."""
+        """The final response object of ``(content, calls)``, stored when ``store`` is on.
+
+        The stored conversation continues with the answer as the chat path writes it.
+        """
+        content, calls = answer
+        output = [_call_item(c) for c in calls] or [_message_item(self.message_id, content or "", status)]
         body = self.body(status, output, usage)
         if self.req.store:
-            turn = _turn(output)
+            turn = assistant_message(content, calls)
             await state.db.run(state.responses.save, tenant.id, body, [*self.conversation, turn])
         return body
-
-
-def _turn(output: list[dict[str, Any]]) -> dict[str, Any]:
-    """The answer as the chat message that continues the conversation."""
-    calls = [item for item in output if item["type"] == "function_call"]
-    if calls:
-        tool_calls = [
-            {
-                "id": c["call_id"],
-                "type": "function",
-                "function": {"name": c["name"], "arguments": c["arguments"]},
-            }
-            for c in calls
-        ]
-        return {"role": "assistant", "content": None, "tool_calls": tool_calls}
-    return {"role": "assistant", "content": output[0]["content"][0]["text"]}
 
 
 async def serve_response(
@@ -177,7 +161,7 @@ async def serve_response(
         content, calls, finish = answer_of(collected.texts[0], plan, collected.finish[0])
         status = "incomplete" if finish == "length" else "completed"
         usage = _usage(stream.prompt_tokens, collected.completion_tokens)
-        body = await answer.finish(state, tenant, answer.output(content, calls, status), status, usage)
+        body = await answer.finish(state, tenant, (content, calls), status, usage)
         return JSONResponse(body, headers=billing.headers())
 
     sequence = iter(range(1 << 62))
@@ -260,8 +244,8 @@ async def serve_response(
             events.append(emit("response.content_part.done", **ids, part=part))
             item = _message_item(answer.message_id, done_text, status)
             events.append(emit("response.output_item.done", output_index=0, item=item))
-        output = answer.output(content, calls, status)
-        body = await answer.finish(state, tenant, output, status, _usage(prompt_tokens, completion_tokens))
+        usage = _usage(prompt_tokens, completion_tokens)
+        body = await answer.finish(state, tenant, (content, calls), status, usage)
         last = "response.incomplete" if status == "incomplete" else "response.completed"
         events.append(emit(last, response=body))
         return "".join(events)

@@ -18,7 +18,6 @@ float64's precision, in numbers and strings alike.
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -77,7 +76,7 @@ class SequenceConstraint:
 
 
 class Grammars:
-    """Compiled grammars for one tokenizer, most recently used kept.
+    """Compiled grammars for one tokenizer, most recently used kept (the engine's worker thread only).
 
     Args:
         make_tokenizer: builds the ``llguidance.LLTokenizer`` (about half a second for a 49k vocabulary),
@@ -91,24 +90,22 @@ class Grammars:
         self._pieces = pieces
         self._vocab: _Vocabulary | None = None
         self._compiled: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.Lock()
 
     def constraint(self, grammar: str) -> SequenceConstraint:
         """A fresh constraint for one sequence (the grammar compiled now if it is new)."""
         import llguidance
 
-        with self._lock:
-            if self._tokenizer is None or self._vocab is None:
-                self._tokenizer = self._make_tokenizer()
-                self._vocab = _Vocabulary(self._pieces())
-            matcher = self._compiled.get(grammar)
-            if matcher is None:
-                matcher = llguidance.LLMatcher(self._tokenizer, grammar, log_level=0)
-                if matcher.is_error():  # the route validated it: only resource limits get here
-                    raise RuntimeError(f"The grammar could not be compiled: {matcher.get_error()}")
-                self._compiled[grammar] = matcher
-                if len(self._compiled) > _CACHED_GRAMMARS:
-                    self._compiled.popitem(last=False)
-            else:
-                self._compiled.move_to_end(grammar)
-            return SequenceConstraint(matcher.deep_copy(), self._vocab)
+        if self._tokenizer is None or self._vocab is None:
+            self._tokenizer = self._make_tokenizer()
+            self._vocab = _Vocabulary(self._pieces())
+        matcher = self._compiled.get(grammar)
+        if matcher is None:
+            matcher = llguidance.LLMatcher(self._tokenizer, grammar, log_level=0)
+            if matcher.is_error():  # the route validated it: only resource limits get here
+                raise RuntimeError(f"The grammar could not be compiled: {matcher.get_error()}")
+            self._compiled[grammar] = matcher
+            if len(self._compiled) > _CACHED_GRAMMARS:
+                self._compiled.popitem(last=False)
+        else:
+            self._compiled.move_to_end(grammar)
+        return SequenceConstraint(matcher.deep_copy(), self._vocab)

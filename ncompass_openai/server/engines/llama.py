@@ -113,6 +113,23 @@ def _quiet_log_callback(llama_cpp: Any) -> Any:
     return _log_callback
 
 
+class _PieceReader:
+    """A token's bytes (its piece), read through one buffer that grows when a piece is longer."""
+
+    def __init__(self, llama_cpp: Any, vocab: Any) -> None:
+        self._llama_cpp = llama_cpp
+        self._vocab = vocab
+        self._buffer = ctypes.create_string_buffer(256)
+
+    def __call__(self, token: int) -> bytes:
+        to_piece = self._llama_cpp.llama_token_to_piece
+        size = to_piece(self._vocab, token, self._buffer, len(self._buffer), 0, False)
+        if size < 0:  # a piece longer than the buffer: llama.cpp says how long
+            self._buffer = ctypes.create_string_buffer(-size)
+            size = to_piece(self._vocab, token, self._buffer, len(self._buffer), 0, False)
+        return self._buffer.raw[: max(size, 0)]
+
+
 class _Sequence:
     """A sequence in a slot: its prompt still to feed, sampler chain, position and UTF-8 decoder."""
 
@@ -247,13 +264,8 @@ class LlamaEngine(Engine):
             return lltokenizer_from_vocab(self._vocab, eos_token=self._end_tokens or None)
 
     def _pieces(self) -> list[bytes]:
-        llama_cpp = _llama_cpp()
-        buffer = ctypes.create_string_buffer(256)
-        pieces = []
-        for token in range(self._n_vocab):
-            size = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
-            pieces.append(buffer.raw[: max(size, 0)])
-        return pieces
+        piece_of = _PieceReader(_llama_cpp(), self._vocab)
+        return [piece_of(token) for token in range(self._n_vocab)]
 
     def unload(self) -> None:
         """Free the context and the weights."""
@@ -344,15 +356,7 @@ class LlamaEngine(Engine):
         memory = llama_cpp.llama_get_memory(ctx)
         llama_cpp.llama_memory_clear(memory, True)
         slots: dict[int, _Sequence] = {}
-        piece = ctypes.create_string_buffer(256)
-
-        def piece_of(token: int) -> bytes:
-            nonlocal piece
-            size = llama_cpp.llama_token_to_piece(vocab, token, piece, len(piece), 0, False)
-            if size < 0:  # a piece longer than the buffer: llama.cpp says how long
-                piece = ctypes.create_string_buffer(-size)
-                size = llama_cpp.llama_token_to_piece(vocab, token, piece, len(piece), 0, False)
-            return piece.raw[: max(size, 0)]
+        piece_of = _PieceReader(llama_cpp, vocab)
 
         def release(seq: _Sequence) -> None:
             del slots[seq.slot]
