@@ -100,6 +100,32 @@ def test_required_and_named_choices_always_call(
 
 
 @pytest.mark.model
+def test_arguments_hold_only_the_listed_keys_when_the_schema_is_silent_on_others(
+    real: openai.OpenAI, real_model: str
+) -> None:
+    # Without `additionalProperties`, this model once wrote the schema's own keywords as extra arguments
+    # ({"input": 3, "exclusiveMaximum": 1000, ...}) until the token limit: listed keys only, now.
+    parameters = {
+        "type": "object",
+        "properties": {"input": {"type": "integer", "exclusiveMinimum": -1000, "exclusiveMaximum": 1000}},
+        "required": ["input"],
+    }
+    tool = {"type": "function", "function": {"name": "magic_function", "parameters": parameters}}
+    answer = real.chat.completions.create(
+        model=real_model,
+        messages=[{"role": "user", "content": "What is the value of magic_function(3)? Use the tool."}],
+        tools=[tool],  # type: ignore[list-item]
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=MAX_TOKENS,
+    )
+    (call,) = answer.choices[0].message.tool_calls or []
+    arguments = json.loads(call.function.arguments)
+    assert set(arguments) == {"input"}
+    jsonschema.validate(arguments, parameters)
+
+
+@pytest.mark.model
 def test_auto_yields_valid_text_or_a_valid_call(real: openai.OpenAI, real_model: str) -> None:
     choice, streamed = _both(real, real_model, messages=ASK, tools=TOOLS, tool_choice="auto")
     if choice.message.tool_calls:
