@@ -1,7 +1,7 @@
 # `make demo` and `make test` take a fresh clone to a streamed answer and to a green test run.
 #
 #   make demo        the local server with the real model, and the 0.0.x hello world against it
-#   make test        ruff, mypy --strict, the docs build, the whole pytest suite, then the openai 2.x compat run
+#   make test        ruff, mypy --strict, the docs build, then the whole pytest suite and the openai 2.x compat run
 #   make bench       every bench/*.py, each one's output saved to bench/results/<name>.txt
 #   make docs        the documentation site (mkdocs-material) into site/, --strict
 #   make fuzz        a long schemathesis campaign against the local server's /openapi.json
@@ -36,7 +36,7 @@ LINT_PATHS = $(wildcard ncompass_openai tests bench examples)
 STAMP := $(VENV)/.installed-$(shell printf '%s' '$(OPENAI)' | cksum | cut -d' ' -f1)
 STAMP2 := $(VENV2)/.installed-$(shell printf '%s' '$(OPENAI2)' | cksum | cut -d' ' -f1)
 
-.PHONY: setup setup-compat demo test test-main test-compat test-matrix lint typecheck docs fuzz bench clean
+.PHONY: setup setup-compat demo test test-main test-model test-rest test-compat test-matrix lint typecheck docs fuzz bench clean
 
 setup: $(STAMP)
 
@@ -71,14 +71,22 @@ typecheck: setup
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-# The main run and the openai 2.x run side by side: much of the main run waits on timers, sockets and
-# subprocesses, so two cores fit both. Each run's output comes whole when it ends (--output-sync).
+# The main suite in two runs (its real-model tests, the rest) and the openai 2.x run, side by side: most of
+# the rest and of the compat run waits on timers, sockets and subprocesses while the model computes, so
+# two cores fit the three. Each run's output comes whole when it ends (--output-sync).
 test: lint typecheck docs
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-main test-compat
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-model test-rest test-compat
 
 # The LlamaIndex test is deselected here (it needs openai<3) and run by test-compat, where it cannot skip.
+# test-main is the main suite in one run; test-model + test-rest are the same tests in two.
 test-main: setup
 	$(BIN)/pytest --deselect $(LLAMAINDEX_TEST)
+
+test-model: setup
+	$(BIN)/pytest -m model -p no:cacheprovider
+
+test-rest: setup
+	$(BIN)/pytest -m "not model" --deselect $(LLAMAINDEX_TEST) -p no:cacheprovider
 
 test-compat: setup-compat
 	$(BIN2)/python -c "import openai, llama_index.llms.openai_like; print('compat run: openai', openai.__version__)"

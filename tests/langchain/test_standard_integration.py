@@ -1,0 +1,75 @@
+"""LangChain's standard integration suite (langchain-tests) for ``ChatNCompass``, on the real model.
+
+Every test runs against the local server with SmolLM2-135M (llama engine): tool calling, structured
+output and JSON mode are declared supported, and the server enforces them by constrained decoding.
+
+The sampling parameters are the suite's: greedy, ``max_tokens=128`` so no answer runs to the context
+limit, and ``frequency_penalty=0.5`` because without it the 135M model at temperature 0 repeats a phrase
+("the cat was a cat, and the cat was a cat, ...") until the token limit in most structured answers.
+
+The tests marked ``xfail`` below fail on what the model writes, not on how it is carried: each reason
+says what the model does instead. ``strict=True``: the day one passes, the mark must go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_tests.integration_tests import ChatModelIntegrationTests
+
+from ncompass_openai.langchain import ChatNCompass
+
+pytestmark = [pytest.mark.model, pytest.mark.anyio]
+
+_OVER_CALLS = (
+    "SmolLM2-135M calls the tool 3-4 times with the same arguments where the prompt asks for one call: "
+    "parallel_tool_calls is on by default (as in OpenAI's API) and the model does not end its answer "
+    "after the first call"
+)
+
+
+class TestChatNCompassIntegration(ChatModelIntegrationTests):
+    server_params: dict[str, Any]
+
+    @pytest.fixture(autouse=True, scope="class")
+    @classmethod
+    def _real_model_server(cls, model_server: Any, api_key: str) -> Iterator[None]:
+        cls.server_params = {"api_key": api_key, "base_url": str(model_server.base_url)}
+        yield
+
+    @property
+    def chat_model_class(self) -> type[ChatNCompass]:
+        return ChatNCompass
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        return {**self.server_params, "temperature": 0, "max_tokens": 128, "frequency_penalty": 0.5}
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return True
+
+    @pytest.mark.xfail(strict=True, reason=_OVER_CALLS)
+    def test_tool_calling_with_no_arguments(self, model: BaseChatModel) -> None:
+        super().test_tool_calling_with_no_arguments(model)
+
+    @pytest.mark.xfail(strict=True, reason=_OVER_CALLS)
+    @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
+    def test_agent_loop(self, model: BaseChatModel) -> None:
+        super().test_agent_loop(model)
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="JSON mode constrains the answer to one JSON object, not to its keys; SmolLM2-135M nests "
+        "objects under `setup` instead of the two string keys `setup` and `punchline` that the prompt asks "
+        "for (the same joke with a schema, test_structured_output, passes)",
+    )
+    def test_json_mode(self, model: BaseChatModel) -> None:
+        super().test_json_mode(model)
