@@ -83,6 +83,22 @@ def test_env_configures_the_client(kind: str, monkeypatch: pytest.MonkeyPatch) -
     assert (c.timeout.connect, c.timeout.read, c.timeout.write) == (5.0, 12.0, 30.0)
 
 
+def test_each_client_reads_the_environment_as_it_is_then(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The settings read from the environment are reused only while NCOMPASS_* stays the same.
+    monkeypatch.setenv("NCOMPASS_API_KEY", SECRET)
+    monkeypatch.setenv("NCOMPASS_MODEL", "first-model")
+    assert make_client(kind)._model == "first-model"
+    monkeypatch.setenv("NCOMPASS_MODEL", "second-model")
+    monkeypatch.setenv("NCOMPASS_MAX_RETRIES", "2")
+    second = make_client(kind)
+    assert (second._model, second.max_retries) == ("second-model", 2)
+    monkeypatch.delenv("NCOMPASS_MODEL")
+    assert make_client(kind)._model is None
+    monkeypatch.setenv("NCOMPASS_MAX_RETRIES", "-1")
+    with pytest.raises(ValueError, match="max_retries"):
+        make_client(kind)
+
+
 def test_arguments_beat_env(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NCOMPASS_API_KEY", "nc-from-env")
     monkeypatch.setenv("NCOMPASS_BASE_URL", "http://127.0.0.1:1234/v1")
