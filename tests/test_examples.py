@@ -13,6 +13,7 @@ ANSWERS = {
     "fine_grained_control.py": 1,
     "batched_not_streaming.py": 1,
     "chat.py": 1,
+    "langchain_chat.py": 3,
 }
 
 
