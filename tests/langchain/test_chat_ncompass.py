@@ -225,3 +225,24 @@ def test_every_tool_choice_langchain_sends(model_server: Any, api_key: str, tool
     else:
         (call,) = reply.tool_calls
         assert call["name"] == "get_weather" and set(call["args"]) == {"city"}
+
+
+def test_one_model_in_two_event_loops_leaves_no_socket_open(local: LocalServer) -> None:
+    # An async connection belongs to its loop: each asyncio.run gets its own pool, closed as that loop
+    # shuts down (-X dev reports any socket left to the garbage collector).
+    code = (
+        "import asyncio, gc\n"
+        "from ncompass_openai.langchain import ChatNCompass\n"
+        f"chat = ChatNCompass(api_key={KEY!r}, base_url={str(local.base_url)!r}, max_tokens=3)\n"
+        "for _ in range(2):\n"
+        "    print(asyncio.run(chat.ainvoke('Hi')).content)\n"
+        "    gc.collect()\n"
+        "with chat.session(idle_timeout=60):\n"
+        "    print(chat.invoke('Hi').content)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", code], capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert len([line for line in run.stdout.splitlines() if line.strip()]) == 3
+    assert "ResourceWarning" not in run.stderr and "unclosed" not in run.stderr, run.stderr
