@@ -246,3 +246,19 @@ def test_one_model_in_two_event_loops_leaves_no_socket_open(local: LocalServer) 
     assert run.returncode == 0, run.stderr
     assert len([line for line in run.stdout.splitlines() if line.strip()]) == 3
     assert "ResourceWarning" not in run.stderr and "unclosed" not in run.stderr, run.stderr
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(("method", "strict"), [("json_schema", True), ("function_calling", None)])
+def test_structured_output_methods(model_server: Any, api_key: str, method: str, strict: bool | None) -> None:
+    from pydantic import BaseModel, Field
+
+    class Pet(BaseModel):
+        """A pet."""
+
+        name: str = Field(max_length=20)
+        species: str = Field(max_length=20)
+
+    chat = ChatNCompass(api_key=api_key, base_url=str(model_server.base_url), max_tokens=80, temperature=0)
+    pet = chat.with_structured_output(Pet, method=method, strict=strict).invoke("A pet, as JSON.")
+    assert isinstance(pet, Pet) and pet.name and pet.species
