@@ -12,6 +12,7 @@ report to stdout and to bench/results/client.txt.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import socket
@@ -20,8 +21,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import openai
 
@@ -30,6 +32,7 @@ from ncompass_openai._compat import OPENAI_MAJOR, httpx
 
 KEY = "nc-bench-client-key-000000001"
 RESULT = Path(__file__).resolve().parent / "results" / "client.txt"
+K = TypeVar("K")
 
 
 def free_port() -> int:
@@ -74,16 +77,45 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("the benchmark server did not start")
 
 
+@contextlib.contextmanager
+def synthetic_server() -> Iterator[str]:
+    """``start_server`` on a free port, stopped at the end of the block; yields its base URL."""
+    port = free_port()
+    server = start_server(port)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def run_interleaved(
+    variants: Mapping[K, Callable[[], object]], rounds: int, block: int
+) -> tuple[dict[K, list[float]], dict[K, list[float]]]:
+    """Wall and CPU seconds per call of each variant: ``block`` calls each, in a new order every round."""
+    wall: dict[K, list[float]] = {key: [] for key in variants}
+    cpu: dict[K, list[float]] = {key: [] for key in variants}
+    rng = random.Random(1)
+    for _ in range(rounds):
+        order = list(variants)
+        rng.shuffle(order)
+        for key in order:
+            call = variants[key]
+            start, cpu_start = time.perf_counter(), time.process_time()
+            for _ in range(block):
+                call()
+            wall[key].append((time.perf_counter() - start) / block)
+            cpu[key].append((time.process_time() - cpu_start) / block)
+    return wall, cpu
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--block", type=int, default=30, help="requests per variant per round")
     args = parser.parse_args()
 
-    port = free_port()
-    server = start_server(port)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
+    with synthetic_server() as base_url:
         plain = openai.OpenAI(api_key=KEY, base_url=base_url, max_retries=4)
         ncompass = NCompass(api_key=KEY, base_url=base_url)
         # Wait until the synthetic model is running (it starts at boot).
@@ -105,24 +137,9 @@ def main() -> int:
             for _ in range(20):
                 call()
 
-        per_request: dict[str, list[float]] = {name: [] for name in variants}
-        cpu_per_request: dict[str, list[float]] = {name: [] for name in variants}
-        rng = random.Random(1)
-        for _ in range(args.rounds):
-            order = list(variants)
-            rng.shuffle(order)
-            for name in order:
-                call = variants[name]
-                start, cpu_start = time.perf_counter(), time.process_time()
-                for _ in range(args.block):
-                    call()
-                per_request[name].append((time.perf_counter() - start) / args.block)
-                cpu_per_request[name].append((time.process_time() - cpu_start) / args.block)
+        per_request, cpu_per_request = run_interleaved(variants, args.rounds, args.block)
         plain.close()
         ncompass.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
     base = statistics.median(per_request["openai.OpenAI"])
     cpu_base = statistics.median(cpu_per_request["openai.OpenAI"])

@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import statistics
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import langchain_openai
 import openai
-from client import KEY, free_port, start_server  # bench/client.py: the same server, started the same way
+from client import KEY, run_interleaved, synthetic_server  # bench/client.py: same server, same rounds
 from langchain_openai import ChatOpenAI
 
 from ncompass_openai import NCompass
@@ -57,10 +55,7 @@ def main() -> int:
     parser.add_argument("--block", type=int, default=20, help="calls per variant per round")
     args = parser.parse_args()
 
-    port = free_port()
-    server = start_server(port)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
+    with synthetic_server() as base_url:
         with NCompass(api_key=KEY, base_url=base_url) as client:
             client.deployment.wait_until_running(timeout=60, poll_interval=0.1)
             model = client.resolve_model()
@@ -107,21 +102,8 @@ def main() -> int:
         for call in variants.values():  # warm up connections and caches
             for _ in range(3):
                 call()
-        per_call: dict[tuple[str, str], list[float]] = {key: [] for key in variants}
-        rng = random.Random(1)
-        for _ in range(args.rounds):
-            order = list(variants)
-            rng.shuffle(order)
-            for key in order:
-                call = variants[key]
-                start = time.perf_counter()
-                for _ in range(args.block):
-                    call()
-                per_call[key].append((time.perf_counter() - start) / args.block)
+        per_call, _ = run_interleaved(variants, args.rounds, args.block)
         loop.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
     lines = [
         "ChatNCompass vs ChatOpenAI on the local synthetic server (max_tokens=4)",

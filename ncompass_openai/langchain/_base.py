@@ -3,8 +3,8 @@
 ``NCompassModel`` is listed before LangChain's OpenAI base in both, so its fields replace that base's
 (``NCOMPASS_*`` defaults, none read from ``OPENAI_*``); it names the package to serialisation and puts the
 client's lifecycle on the LangChain object itself, so that a LangChain script can open, bound and close a
-time-billed session without reaching for the client; and it builds both models' ``NCompass`` and
-``AsyncNCompass`` (``_new_clients``).
+time-billed session without reaching for the client; it builds both models' ``NCompass`` and
+``AsyncNCompass`` (``_new_clients``) and names nCompass to tracing (``_get_ls_params``).
 """
 
 from __future__ import annotations
@@ -31,38 +31,10 @@ from ..resources._wait import (
 from ..types import Deployment, Session
 from ._http import shared_http_clients
 
+if TYPE_CHECKING:
+    from langchain_core.language_models import LangSmithParams
+
 __all__ = ["NCompassModel"]
-
-
-def _client_kwargs(
-    *,
-    api_key: SecretStr | None,
-    base_url: str | None,
-    model: str | None,
-    organization: str | None,
-    timeout: Any,
-    max_retries: int | None,
-    default_headers: Mapping[str, str] | None,
-    default_query: Mapping[str, object] | None,
-) -> dict[str, Any]:
-    """The arguments both clients get; what LangChain leaves unset stays the client's own default."""
-    if api_key is None or not api_key.get_secret_value().strip():
-        raise MissingAPIKeyError()
-    kwargs: dict[str, Any] = {
-        "api_key": api_key.get_secret_value(),
-        "base_url": base_url,
-        "model": model,
-        "organization": organization,
-        "default_headers": default_headers,
-        "default_query": default_query,
-    }
-    # None is LangChain's "not set": the client's defaults (NCOMPASS_TIMEOUT, a 60 s read bound, 4 retries)
-    # are better than openai's for cold starts, so they are kept unless the user chose otherwise.
-    if timeout is not None:
-        kwargs["timeout"] = timeout
-    if max_retries is not None:
-        kwargs["max_retries"] = max_retries
-    return kwargs
 
 
 _INSTEAD = {
@@ -117,7 +89,13 @@ class NCompassModel(BaseModel):
     def is_lc_serializable(cls) -> bool:
         return True
 
-    if TYPE_CHECKING:  # LangChain's (BaseLanguageModel), which follows this class in the bases
+    if TYPE_CHECKING:  # LangChain's, from the base that follows this class in both models' bases
+        request_timeout: Any
+        max_retries: int | None
+        default_headers: Mapping[str, str] | None
+        default_query: Mapping[str, object] | None
+        http_client: Any
+        http_async_client: Any
 
         def _add_version(self, pkg: str, version: str) -> None: ...
 
@@ -126,17 +104,7 @@ class NCompassModel(BaseModel):
         self._add_version("ncompass-openai", __version__)  # for tracing metadata
         return self
 
-    def _new_clients(
-        self,
-        *,
-        timeout: Any,
-        max_retries: int | None,
-        default_headers: Mapping[str, str] | None,
-        default_query: Mapping[str, object] | None,
-        http_client: Any,
-        http_async_client: Any,
-        **openai_only: object,
-    ) -> tuple[NCompass, AsyncNCompass]:
+    def _new_clients(self, **openai_only: object) -> tuple[NCompass, AsyncNCompass]:
         """The two clients (no network I/O), after refusing the OpenAI-only settings that were given."""
         _refuse_openai_only(
             openai_api_key=self.openai_api_key,
@@ -144,21 +112,39 @@ class NCompassModel(BaseModel):
             openai_proxy=self.openai_proxy,
             **openai_only,
         )
-        kwargs = _client_kwargs(
-            api_key=self.ncompass_api_key,
-            base_url=self.ncompass_api_base,
-            model=self.model_name,
-            organization=self.openai_organization,
-            timeout=timeout,
-            max_retries=max_retries,
-            default_headers=default_headers,
-            default_query=default_query,
-        )
+        key = self.ncompass_api_key
+        if key is None or not key.get_secret_value().strip():
+            raise MissingAPIKeyError()
+        kwargs: dict[str, Any] = {
+            "api_key": key.get_secret_value(),
+            "base_url": self.ncompass_api_base,
+            "model": self.model_name,
+            "organization": self.openai_organization,
+            "default_headers": self.default_headers,
+            "default_query": self.default_query,
+        }
+        # None is LangChain's "not set": the client's defaults (NCOMPASS_TIMEOUT, a 60 s read bound, 4
+        # retries) are better than openai's for cold starts, so they are kept unless the user chose otherwise.
+        if self.request_timeout is not None:
+            kwargs["timeout"] = self.request_timeout
+        if self.max_retries is not None:
+            kwargs["max_retries"] = self.max_retries
         shared = shared_http_clients(self.ncompass_api_base)
         return (
-            NCompass(**kwargs, http_client=http_client or shared[0]),
-            AsyncNCompass(**kwargs, http_client=http_async_client or shared[1]),
+            NCompass(**kwargs, http_client=self.http_client or shared[0]),
+            AsyncNCompass(**kwargs, http_client=self.http_async_client or shared[1]),
         )
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params: LangSmithParams = super()._get_ls_params(stop=stop, **kwargs)  # type: ignore[misc]
+        params["ls_provider"] = "ncompass"
+        client = self._ncompass_clients()[0]
+        model = kwargs.get("model") or self.model_name or getattr(client, "_model", None)
+        if model:
+            params["ls_model_name"] = model
+        else:  # the key's model, not looked up yet: tracing gets no name rather than a wrong one
+            params.pop("ls_model_name", None)
+        return params
 
     def _ncompass_clients(self) -> tuple[NCompass, AsyncNCompass]:
         raise NotImplementedError

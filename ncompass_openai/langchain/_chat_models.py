@@ -20,7 +20,6 @@ from .._client import AsyncNCompass, NCompass
 from ._base import NCompassModel
 
 if TYPE_CHECKING:
-    from langchain_core.language_models import LangSmithParams
     from langchain_core.language_models.base import LanguageModelInput
 
 __all__ = ["ChatNCompass"]
@@ -61,17 +60,6 @@ class ChatNCompass(NCompassModel, BaseChatOpenAI):
     def _llm_type(self) -> str:
         return "ncompass-chat"
 
-    @override
-    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = super()._get_ls_params(stop=stop, **kwargs)
-        params["ls_provider"] = "ncompass"
-        model = kwargs.get("model") or self.model_name or getattr(self.root_client, "_model", None)
-        if model:
-            params["ls_model_name"] = model
-        else:  # the key's model, not looked up yet: tracing gets no name rather than a wrong one
-            params.pop("ls_model_name", None)
-        return params
-
     @model_validator(mode="after")
     def validate_environment(self) -> Self:  # replaces BaseChatOpenAI's, which reads OPENAI_*
         """Builds the ``NCompass`` / ``AsyncNCompass`` clients (no network I/O)."""
@@ -79,15 +67,7 @@ class ChatNCompass(NCompassModel, BaseChatOpenAI):
             raise ValueError("n must be at least 1.")
         if self.n is not None and self.n > 1 and self.streaming:
             raise ValueError("n must be 1 when streaming.")
-        sync, async_ = self._new_clients(
-            timeout=self.request_timeout,
-            max_retries=self.max_retries,
-            default_headers=self.default_headers,
-            default_query=self.default_query,
-            http_client=self.http_client,
-            http_async_client=self.http_async_client,
-            http_socket_options=self.http_socket_options,
-        )
+        sync, async_ = self._new_clients(http_socket_options=self.http_socket_options)
         if not self.client:
             self.root_client, self.client = sync, sync.chat.completions
         if not self.async_client:

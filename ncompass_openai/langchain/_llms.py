@@ -6,7 +6,7 @@ environment, clients, tracing and lifecycle.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from langchain_openai.llms.base import BaseOpenAI
 from pydantic import model_validator
@@ -14,9 +14,6 @@ from typing_extensions import Self, override
 
 from .._client import AsyncNCompass, NCompass
 from ._base import NCompassModel
-
-if TYPE_CHECKING:
-    from langchain_core.language_models import LangSmithParams
 
 __all__ = ["NCompassLLM"]
 
@@ -49,15 +46,6 @@ class NCompassLLM(NCompassModel, BaseOpenAI):
         params: dict[str, Any] = super()._invocation_params
         return {"model": self.model_name, **params} if self.model_name else params
 
-    @override
-    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params: LangSmithParams = super()._get_ls_params(stop=stop, **kwargs)
-        params["ls_provider"] = "ncompass"
-        model = kwargs.get("model") or self.model_name or self._ncompass_clients()[0]._model
-        if model:
-            params["ls_model_name"] = model
-        return params
-
     @model_validator(mode="after")
     def validate_environment(self) -> Self:  # replaces BaseOpenAI's, which reads OPENAI_*
         """Builds the ``NCompass`` / ``AsyncNCompass`` clients (no network I/O)."""
@@ -65,14 +53,7 @@ class NCompassLLM(NCompassModel, BaseOpenAI):
             raise ValueError("n must be at least 1.")
         if self.streaming and (self.n > 1 or self.best_of > 1):
             raise ValueError("Cannot stream results when n > 1 or best_of > 1.")
-        sync, async_ = self._new_clients(
-            timeout=self.request_timeout,
-            max_retries=self.max_retries,
-            default_headers=self.default_headers,
-            default_query=self.default_query,
-            http_client=self.http_client,
-            http_async_client=self.http_async_client,
-        )
+        sync, async_ = self._new_clients()
         self.client = self.client or sync.completions
         self.async_client = self.async_client or async_.completions
         return self
