@@ -9,10 +9,11 @@ response hook that hands an implicit session opened by its inference to the bill
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 import anyio
@@ -44,6 +45,9 @@ from .resources import (
 )
 from .resources.sessions import note_billing
 from .types import Session
+
+if TYPE_CHECKING:
+    from .batch import BatchSource, BatchSummary, ProgressReporter
 
 __all__ = ["AsyncNCompass", "ModelNotRunningAPIError", "NCompass"]
 
@@ -116,6 +120,36 @@ class NCompass(SyncLegacyMixin, NCompassBase, openai.OpenAI):
                 if in_flight is None:
                     raise
                 warn_stop_failed(session.id, error)  # the user's own exception goes on, unhidden
+
+    def run_batch(
+        self,
+        source: BatchSource,
+        *,
+        output: str | os.PathLike[str],
+        errors: str | os.PathLike[str] | None = None,
+        concurrency: int | str = "auto",
+        session: bool = True,
+        defaults: Mapping[str, object] | None = None,
+        max_retries: int | None = None,
+        wait_timeout: float | None = 1800.0,
+        reporter: ProgressReporter | None = None,
+    ) -> BatchSummary:
+        """Runs a batch job in one session and returns its summary; the arguments are those of
+        :meth:`AsyncNCompass.run_batch` (this runs it on a private event loop, so not inside one)."""
+        from .batch import run_batch_sync
+
+        return run_batch_sync(
+            self,
+            source,
+            output=output,
+            errors=errors,
+            concurrency=concurrency,
+            session=session,
+            defaults=defaults,
+            max_retries=max_retries,
+            wait_timeout=wait_timeout,
+            reporter=reporter,
+        )
 
     @override
     def _send_request(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
@@ -241,6 +275,59 @@ class AsyncNCompass(AsyncLegacyMixin, NCompassBase, openai.AsyncOpenAI):
                 if in_flight is None:
                     raise
                 warn_stop_failed(session.id, error)
+
+    async def run_batch(
+        self,
+        source: BatchSource,
+        *,
+        output: str | os.PathLike[str],
+        errors: str | os.PathLike[str] | None = None,
+        concurrency: int | str = "auto",
+        session: bool = True,
+        defaults: Mapping[str, object] | None = None,
+        max_retries: int | None = None,
+        wait_timeout: float | None = 1800.0,
+        reporter: ProgressReporter | None = None,
+    ) -> BatchSummary:
+        """Runs a batch job in one time-billed session, the deployment kept saturated; see "Batch jobs".
+
+        Every input line is checked before anything is sent. The model is brought up first (a cold
+        start is not billed), then a session starts, and it stops as soon as the last answer is written,
+        or on error or cancellation. Running the same job again (same ``output``) skips what is answered
+        and runs again what failed, replaying answers the server still holds.
+
+        Args:
+            source: A JSONL file in OpenAI's Batch API format (``custom_id``, ``method``, ``url``,
+                ``body``), or an iterable of prompts (``str``), message lists, or line-shaped dicts.
+            output: OpenAI's batch output JSONL, one line per answer, appended in completion order.
+            errors: Requests that failed for good, in the same shape (default:
+                ``<output stem>.errors.jsonl``).
+            concurrency: ``"auto"`` (climb to the deployment's throughput knee, within the server's
+                per-key limit) or a fixed number of requests in flight.
+            session: Run inside a session of its own; ``False`` for a plain OpenAI-compatible server.
+            defaults: Body fields for prompts and message lists (``max_tokens``, ``temperature``...).
+            max_retries: Retries of a request after a 408, 409, 5xx or connection error (default: the
+                client's); 429s and ``503 model_starting`` wait their ``Retry-After`` instead.
+            wait_timeout: Seconds to wait for the model to come up; ``None`` waits without limit.
+            reporter: A :class:`ncompass_openai.batch.ProgressReporter` told of progress.
+
+        Raises:
+            BatchInputError: a bad line (or item), by number; nothing was sent.
+        """
+        from .batch import run_batch
+
+        return await run_batch(
+            self,
+            source,
+            output=output,
+            errors=errors,
+            concurrency=concurrency,
+            session=session,
+            defaults=defaults,
+            max_retries=max_retries,
+            wait_timeout=wait_timeout,
+            reporter=reporter,
+        )
 
     @override
     async def _send_request(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:

@@ -6,6 +6,7 @@ __all__ = [
     "CLIENT",
     "IDEMPOTENCY_KEY",
     "IDEMPOTENT_REPLAYED",
+    "MAX_IN_FLIGHT",
     "RETRY_AFTER",
     "SESSION",
     "SESSION_OPENED",
@@ -26,3 +27,5 @@ SESSION = "NCompass-Session"
 """On every inference answer: the id of the session its time is billed to."""
 SESSION_OPENED = "NCompass-Session-Opened"
 """``true`` on the inference answer whose request opened that (implicit) session."""
+MAX_IN_FLIGHT = "NCompass-Max-In-Flight"
+"""On every inference answer and ``429``: the requests a key may have queued or running at once."""

@@ -7,6 +7,7 @@ project's own server, where the same route under ``<base>/v1`` answers.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -159,6 +160,30 @@ def test_the_cli_prints_it_as_its_one_line(args: tuple[str, ...], plain_server: 
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("Error: The server at " + plain_server)
     assert "lifecycle API" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_batch_run_without_a_session_on_a_plain_server(plain_server: str, tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    lines = [
+        {"custom_id": "chat", "method": "POST", "url": "/v1/chat/completions",
+         "body": {"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4, "temperature": 0}},
+        {"custom_id": "text", "method": "POST", "url": "/v1/completions",
+         "body": {"prompt": "The sky is", "max_tokens": 4, "temperature": 0}},
+    ]  # fmt: skip
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "out.jsonl"
+    # With a session (the default) it stops at the lifecycle API, before any request is sent.
+    refused = _cli("batch", "run", str(source), "-o", str(out), base_url=plain_server)
+    assert refused.returncode == 1 and "lifecycle API" in refused.stderr and "--no-session" in refused.stderr
+    assert out.read_text() == ""
+    proc = _cli("batch", "run", str(source), "-o", str(out), "--no-session", "--json", base_url=plain_server)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["succeeded"], summary["session_id"], summary["billed_seconds"]) == (2, None, None)
+    records = {r["custom_id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert records["chat"]["response"]["body"]["choices"][0]["message"]["content"]
+    assert records["text"]["response"]["body"]["choices"][0]["text"]
+    assert KEY not in proc.stdout + proc.stderr + refused.stderr
 
 
 def test_nccli_prints_it_too(plain_server: str) -> None:

@@ -75,11 +75,16 @@ def test_no_heading_was_lost_in_the_split() -> None:
 
 
 @pytest.mark.parametrize("snippet", SNIPPETS)
-def test_readme_snippet_runs(snippet: str, readme_server: LocalServer) -> None:
+def test_readme_snippet_runs(snippet: str, readme_server: LocalServer, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NCOMPASS_", "OPENAI_"))}
     env.update(NCOMPASS_API_KEY=KEY, NCOMPASS_BASE_URL=readme_server.base_url)
-    proc = subprocess.run(
-        [sys.executable, "-X", "dev", "-c", snippet], env=env, capture_output=True, text=True, timeout=180
+    proc = subprocess.run(  # in a directory of its own: a snippet may write files (a batch job's output)
+        [sys.executable, "-X", "dev", "-c", snippet],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
+from ._batch import batch_app
 from ._common import ClientOptions, register_secret
 from ._deployment import book_app, model_app
 from ._generate import chat, complete
@@ -74,5 +75,6 @@ app.add_typer(book_app, rich_help_panel=_ACCOUNT)
 app.command("usage", rich_help_panel=_ACCOUNT)(usage)
 app.command("complete", rich_help_panel=_GENERATE)(complete)
 app.command("chat", rich_help_panel=_GENERATE)(chat)
+app.add_typer(batch_app, rich_help_panel=_GENERATE)
 app.command("serve", cls=ServeCommand, rich_help_panel=_LOCAL)(serve)
 app.command("demo", rich_help_panel=_LOCAL)(demo)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from .._headers import SESSION, SESSION_OPENED
+from .._headers import MAX_IN_FLIGHT, SESSION, SESSION_OPENED
 from ._auth import Tenant
 from ._state import ServerState
 
@@ -49,9 +49,10 @@ class Billing:
         )
 
     def headers(self) -> dict[str, str]:
+        headers = {MAX_IN_FLIGHT: str(self._state.runtime.max_queue_per_key)}
         if self.session_id is None:
-            return {}
-        headers = {SESSION: self.session_id}
+            return headers
+        headers[SESSION] = self.session_id
         if self.opened:
             headers[SESSION_OPENED] = "true"
         return headers

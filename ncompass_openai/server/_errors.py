@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._headers import RETRY_AFTER, SHOULD_RETRY
+from .._headers import MAX_IN_FLIGHT, RETRY_AFTER, SHOULD_RETRY
 from ._exceptions import InvalidRequest, ModelNotRunning, NotFound, QueueFullError
 from ._refused_fields import REASONS
 
@@ -106,7 +106,7 @@ def answer_for(exc: BaseException) -> APIError | None:
             429,
             f"{exc} Raise the limit with `ncompass serve --max-queue-per-key`.",
             code="rate_limit_exceeded",
-            headers={RETRY_AFTER: str(exc.retry_after)},
+            headers={RETRY_AFTER: str(exc.retry_after), MAX_IN_FLIGHT: str(exc.limit)},
         )
     return None
 

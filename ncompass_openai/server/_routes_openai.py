@@ -17,7 +17,7 @@ from openai.types.chat import ChatCompletion
 from openai.types.responses import Response as ResponseObject
 from pydantic import BaseModel
 
-from .._headers import SESSION, SESSION_OPENED
+from .._headers import MAX_IN_FLIGHT, SESSION, SESSION_OPENED
 from ._openapi import answers
 from ._openapi import json_body as documented_body
 from ._responses import ResponseRequest
@@ -75,6 +75,7 @@ async def retrieve_model(model_id: str, request: Request, tenant: AuthTenant) ->
 _BILLING_HEADERS = {
     SESSION: "The session this answer's time is billed to (an implicit one if none was active).",
     SESSION_OPENED: "`true` when this request opened that implicit session.",
+    MAX_IN_FLIGHT: "Requests this key may have queued or running at once; one more answers 429.",
 }
 
 
