@@ -4,8 +4,8 @@ Three parts, each side by side in one run (the machine is noisy: compare the rat
 
 1. The client at concurrency 64 on the local synthetic server (its own process): requests/s and client
    CPU per request of ``AsyncNCompass`` against ``AsyncOpenAI``, on openai's default httpx transport and
-   on its aiohttp one (``openai[aiohttp]``), in interleaved rounds; plus ``AsyncOpenAI`` sending an
-   ``Idempotency-Key`` (the server then keeps every answer for replay: its cost alone). Goals:
+   on its aiohttp one (``openai[aiohttp]``), in interleaved rounds; plus the faster ``AsyncOpenAI``
+   sending an ``Idempotency-Key`` (the server then keeps every answer for replay: its cost alone). Goals:
    ``AsyncNCompass`` >= 1.0x ``AsyncOpenAI``; the key's cost <= 5 %.
 2. 20,000 requests on the synthetic server: the batch runner against an ``AsyncOpenAI`` +
    ``asyncio.gather`` loop at the same concurrency (64). Goals: runner >= 2x the loop's requests/s,
@@ -99,11 +99,13 @@ async def _client_rates(base_url: str, rounds: int, n: int) -> list[str]:
             api_key=KEY, base_url=base_url, max_retries=4, http_client=aio
         )
         clients["AsyncNCompass aiohttp"] = AsyncNCompass(api_key=KEY, base_url=base_url, http_client=aio2)
-    plain = clients["AsyncOpenAI"]
     calls: dict[str, Callable[[], Awaitable[object]]] = {
         name: (lambda c=client: c.completions.create(model=model, **body)) for name, client in clients.items()
     }
-    calls["AsyncOpenAI + Idempotency-Key"] = lambda: plain.completions.create(
+    # The fastest client (aiohttp when installed) shows the server's own cost of keeping every answer.
+    fastest = "AsyncOpenAI aiohttp" if "aiohttp" in transports else "AsyncOpenAI"
+    keyed_name = f"{fastest} + Idempotency-Key"
+    calls[keyed_name] = lambda: clients[fastest].completions.create(
         model=model, extra_headers={"Idempotency-Key": uuid.uuid4().hex}, **body
     )
     for call in calls.values():
@@ -131,7 +133,7 @@ async def _client_rates(base_url: str, rounds: int, n: int) -> list[str]:
         rate, cpu = statistics.median(rates[name]), statistics.median(cpus[name])
         lines.append(f"{name:<32} {rate:>8.1f} {rate / base:>6.3f}x {cpu:>18.3f} {cpu / cpu_base:>6.3f}x")
     ratio = statistics.median(rates["AsyncNCompass"]) / base
-    keyed = statistics.median(rates["AsyncOpenAI + Idempotency-Key"]) / base
+    keyed = statistics.median(rates[keyed_name]) / statistics.median(rates[fastest])
     lines.append(f"goal AsyncNCompass >= 1.0x AsyncOpenAI (httpx): {ratio:.3f}x -> {_verdict(ratio >= 1.0)}")
     if "aiohttp" in transports:
         aio_ratio = statistics.median(rates["AsyncNCompass aiohttp"]) / statistics.median(
@@ -145,7 +147,7 @@ async def _client_rates(base_url: str, rounds: int, n: int) -> list[str]:
         lines.append("aiohttp rows: openai[aiohttp] is not installed")
     cost = 1 - keyed
     lines.append(
-        f"goal Idempotency-Key costs <= 5 % of the server's throughput: {cost * 100:.1f} % -> "
+        f"goal Idempotency-Key costs <= 5 % of the server's throughput ({fastest}): {cost * 100:.1f} % -> "
         f"{_verdict(cost <= 0.05)}"
     )
     return lines
@@ -182,7 +184,8 @@ async def _gather_loop(base_url: str, model: str, n: int) -> tuple[float, float,
 
 
 async def _runner(base_url: str, n: int, directory: Path, transport: str) -> tuple[float, float, float]:
-    http = _aiohttp_client() if transport == "aiohttp" else None
+    # A pool of the caller's is used as given: openai's httpx one keeps the job on httpx.
+    http = _aiohttp_client() if transport == "aiohttp" else openai.DefaultAsyncHttpxClient()
     async with AsyncNCompass(api_key=KEY, base_url=base_url, http_client=http) as client:
         rss = _rss_mb()
         start, cpu = time.perf_counter(), time.process_time()

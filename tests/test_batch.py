@@ -20,7 +20,14 @@ import pytest
 
 from _helpers import wait_for
 from ncompass_openai import AsyncNCompass, NCompass
-from ncompass_openai.batch import BatchInputError, BatchProgress, BatchSummary, ProgressReporter
+from ncompass_openai.batch import (
+    AutoConcurrency,
+    BatchInputError,
+    BatchProgress,
+    BatchSummary,
+    FixedConcurrency,
+    ProgressReporter,
+)
 from ncompass_openai.server import LocalServer
 from ncompass_openai.server.engines.synthetic import SyntheticEngine
 
@@ -251,6 +258,19 @@ def test_failed_request_goes_to_errors_and_job_goes_on(server: LocalServer, tmp_
     assert len(_read(tmp_path / "out.errors.jsonl")) == 1
 
 
+def test_an_error_not_of_a_request_stops_the_job_and_its_session(server: LocalServer, tmp_path: Path) -> None:
+    class Broken(ProgressReporter):
+        def update(self, progress: BatchProgress) -> None:
+            raise RuntimeError("the reporter broke")
+
+    _stop_active(server)
+    with NCompass(api_key=KEY, base_url=server.base_url) as client:
+        with pytest.raises(RuntimeError, match="the reporter broke"):
+            client.run_batch(_lines(40), output=tmp_path / "out.jsonl", reporter=Broken(), concurrency=4)
+        assert client.sessions.list(status="active") == []
+    assert len(_read(tmp_path / "out.jsonl")) < 40
+
+
 def test_429s_are_honoured_and_the_cap_is_learned(tmp_path: Path) -> None:
     engine = SyntheticEngine(max_batch=4, delay=0.005)
     with _server(engine_instance=engine, max_queue_per_key=3) as srv:
@@ -389,3 +409,35 @@ def test_auto_reaches_the_best_fixed_throughput(
             rates[level] = summary.completion_tokens / summary.wall_seconds
     best = max(rate for level, rate in rates.items() if level != "auto")
     assert rates["auto"] >= 0.9 * best, rates
+
+
+def _drive(concurrency: AutoConcurrency, knee: int, results: int = 3000) -> None:
+    """Feeds ``concurrency`` the results of a deployment whose throughput is flat past ``knee``."""
+    now = 0.0
+    for _ in range(results):
+        per_second = 10.0 * min(concurrency.level, knee)
+        now += 1 / per_second
+        concurrency.on_success(now, concurrency.level / per_second, 4)
+
+
+@pytest.mark.parametrize(("knee", "cap"), [(4, None), (12, None), (12, 64), (40, 64), (100, 32)])
+def test_auto_settles_at_or_past_the_knee_and_within_the_cap(knee: int, cap: int | None) -> None:
+    concurrency = AutoConcurrency(cap=cap)
+    _drive(concurrency, knee)
+    assert concurrency.level >= min(knee, cap or knee)
+    assert cap is None or concurrency.level <= cap
+    assert concurrency.history, "it measured windows"
+
+
+def test_a_429_caps_auto_below_what_hit_it_and_a_fixed_level_stays() -> None:
+    auto = AutoConcurrency()
+    _drive(auto, knee=100, results=500)
+    auto.on_overload(in_flight=20)
+    assert auto.cap == 19 and auto.level <= 19
+    _drive(auto, knee=100)
+    assert auto.level <= 19
+    fixed = FixedConcurrency(12)
+    fixed.on_overload(in_flight=12)
+    assert fixed.level == 12
+    fixed.set_cap(8)  # the server's NCompass-Max-In-Flight
+    assert fixed.level == 8

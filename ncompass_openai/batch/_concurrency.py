@@ -5,14 +5,14 @@ stays flat while latency grows: past the knee extra requests only queue. ``auto`
 run time and stays there:
 
 - it starts at 8 and measures tokens per second over windows of as many finished requests as are in
-  flight (at least 8; a window starts once the requests in flight at the last change have turned over),
-  doubling the level while throughput rises by at
-  least 5 %, and keeps the last level that still paid;
+  flight (at least 8; after a change, a window starts once half the requests then in flight are back),
+  quadrupling the level while throughput rises by at least 5 %, and keeps the last level that paid:
+  past the knee a higher level costs only latency, so it overshoots rather than creeps up;
 - it never goes above the server's per-key limit (``NCompass-Max-In-Flight``), and a ``429`` lowers
   the level below the in-flight count that hit it and pauses sending for its ``Retry-After``;
-- once settled it backs off a quarter when latency rises 1.5x over what it was at the settled level
-  without throughput rising, and probes a quarter higher every ten windows, so a knee that moves (other
-  tenants, longer prompts) is followed.
+- once settled it backs off a quarter when latency stays 1.5x over what it was at the settled level
+  for two windows without throughput rising, and probes a quarter higher every ten windows, so a knee
+  that moves (other tenants, longer prompts) is followed.
 """
 
 from __future__ import annotations
@@ -73,17 +73,19 @@ class AutoConcurrency(Concurrency):
         self.level = start if cap is None else min(start, cap)
         self.cap = cap
         self.settled = False
-        self._skip = self.level  # results of requests sent before the last change
+        self._skip = 0  # results still to ignore after a change: requests sent before it
         self._window: _Window | None = None
         self._best: tuple[int, float] | None = None  # (level, tokens/s) of the last level that paid
         self._settled_latency = 0.0
         self._settled_rate = 0.0
         self._windows_settled = 0
+        self._slow_windows = 0
         self.history: list[tuple[int, float]] = []  # (level, tokens/s) of each window, for the report
 
     def _change(self, level: int) -> None:
         level = max(1, level if self.cap is None else min(level, self.cap))
-        self._skip = max(self.level, level) if level != self.level else 0
+        # Half the requests in flight at the change: by then the deployment's batch is the new level's.
+        self._skip = max(self.level, level) // 2 if level != self.level else 0
         self.level = level
         self._window = None
 
@@ -128,7 +130,7 @@ class AutoConcurrency(Concurrency):
         if self._best is None or rate >= self._best[1] * _GAIN:
             self._best = (self.level, rate)
             if not at_cap:
-                self._change(self._next_level(2.0))
+                self._change(self._next_level(4.0))
                 return
         measured = self.level
         if self._best[0] != self.level:
@@ -142,7 +144,10 @@ class AutoConcurrency(Concurrency):
         self._windows_settled += 1
         if self._settled_latency == 0.0:
             self._settled_latency = latency
-        if latency > self._settled_latency * _SLOWER and rate < self._settled_rate * _GAIN and self.level > 1:
+        slow = latency > self._settled_latency * _SLOWER and rate < self._settled_rate * _GAIN
+        self._slow_windows = self._slow_windows + 1 if slow else 0
+        if self._slow_windows >= 2 and self.level > 1:  # two in a row: one slow window is noise (a GC)
+            self._slow_windows = 0
             self._change(math.floor(self.level * 0.75))
             self._settled_latency, self._settled_rate = 0.0, rate
         elif self._windows_settled >= _PROBE_EVERY and (self.cap is None or self.level < self.cap):

@@ -6,8 +6,9 @@ opens, so it is not billed); start the session (it replaces an implicit one); se
 requests in flight that ``_concurrency`` decides; stop the session the moment the last result is written,
 or on error, cancellation, Ctrl-C or ``SIGTERM`` (``handle_signals``).
 
-Requests go out on the client's own HTTP pool, as bytes, and answers are written as the bytes the
-server sent: no pydantic model is built per request, which is most of a plain openai loop's CPU.
+Requests go out as bytes (on openai's aiohttp transport when it is installed, see ``_transport``) and
+answers are written as the server sent them: no pydantic model is built per request, which is most of
+a plain openai loop's CPU.
 Retries are the runner's own, so that a ``429`` reaches the concurrency level: ``429`` and
 ``503 model_starting`` wait their ``Retry-After``; ``408``, ``409``, other ``5xx`` and connection errors
 back off exponentially; after ``max_retries`` of those, or at once on any other ``4xx``, the request has
@@ -127,11 +128,12 @@ class _Limiter:
         self.concurrency = concurrency
         self.in_flight = 0
         self.paused_until = 0.0
+        self.stopping = False
         self._wake = asyncio.Event()
 
     async def acquire(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self.stopping:
             wait = self.paused_until - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -144,6 +146,11 @@ class _Limiter:
 
     def release(self) -> None:
         self.in_flight -= 1
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Lets the dispatcher through whatever the count: the job is stopping."""
+        self.stopping = True
         self._wake.set()
 
     def pause(self, seconds: float) -> None:
@@ -199,6 +206,7 @@ class _Job:
         max_retries: int,
         reporter: ProgressReporter,
         total: int | None,
+        http: Any,
     ) -> None:
         self.client = client
         self.files = files
@@ -214,7 +222,7 @@ class _Job:
         self._model: str | None = None
         base = str(client.base_url).rstrip("/")
         self._base = base[: -len("/v1")] if base.endswith("/v1") else base
-        self._http: Any = client._client  # openai's own pool (httpx, or httpx2 on openai 3.x)
+        self._http: Any = http
         self._timeout = client.timeout
         headers = {**client.default_headers, **client.auth_headers, "Content-Type": "application/json"}
         self._headers = {name: value for name, value in headers.items() if isinstance(value, str)}
@@ -256,18 +264,34 @@ class _Job:
     # -- sending
 
     async def run(self, requests: Iterator[BatchRequest]) -> None:
+        """Sends every request not answered yet; an error that is not a request's own (a bug, the key's
+        model that cannot be looked up, a full disk) stops the job and is raised."""
         tasks: set[asyncio.Task[None]] = set()
+        failure: list[BaseException] = []
+
+        def done(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None and not failure:
+                failure.append(task.exception())  # type: ignore[arg-type]
+                self.limiter.stop()
+
         try:
             for request in requests:
+                if failure:
+                    break
                 if request.custom_id in self.files.answered:
                     self.counts.skipped += 1
                     continue
                 await self.limiter.acquire()
+                if failure:
+                    break
                 task = asyncio.ensure_future(self._one(request))
                 tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            while tasks:
-                await asyncio.wait(set(tasks))
+                task.add_done_callback(done)
+            while tasks and not failure:
+                await asyncio.wait(set(tasks), return_when=asyncio.FIRST_EXCEPTION)
+            if failure:
+                raise failure[0]
         finally:
             for task in tasks:
                 task.cancel()
@@ -392,6 +416,24 @@ def _message(body: object, status: int) -> str:
     return message if isinstance(message, str) else f"HTTP {status}"
 
 
+def _transport(client: AsyncNCompass) -> tuple[Any, bool]:
+    """The pool a job sends on, and whether the job made it (and closes it).
+
+    openai's aiohttp transport (``openai[aiohttp]``: the ``aiohttp`` extra) takes about half the CPU per
+    request of its default httpx one, so a job uses it when it is installed and the client kept openai's
+    default pool; a pool the caller gave (``http_client=``: proxies, certificates) is always used as is.
+    """
+    import openai
+    from openai._base_client import AsyncHttpxClientWrapper
+
+    if type(client._client) is not AsyncHttpxClientWrapper:
+        return client._client, False
+    try:
+        return openai.DefaultAioHttpClient(timeout=client.timeout), True
+    except RuntimeError:  # openai[aiohttp] is not installed
+        return client._client, False
+
+
 @contextlib.contextmanager
 def _signals_stop(task: asyncio.Task[Any]) -> Iterator[None]:
     """Ctrl-C and ``SIGTERM`` cancel the job's task (it then stops its session and writes its summary)."""
@@ -430,7 +472,8 @@ async def run_batch(
     reporter = reporter or ProgressReporter()
     requests, total = _requests(source, defaults)  # a bad line raises here: nothing sent yet
     files = JobFiles(output, errors).open()
-    job = _Job(client, files, level, max_retries=max_retries, reporter=reporter, total=total)
+    http, own_http = _transport(client)
+    job = _Job(client, files, level, max_retries=max_retries, reporter=reporter, total=total, http=http)
     interrupted = owned = False
     error: BaseException | None = None
     try:
@@ -473,6 +516,8 @@ async def run_batch(
                 stopped = await asyncio.shield(task)  # a cancelled job still stops its billing
                 billed = stopped.billed_seconds
         files.close()
+        if own_http:
+            await asyncio.shield(asyncio.ensure_future(http.aclose()))
         counts = job.counts
         summary = BatchSummary(
             job_id=files.job_id,

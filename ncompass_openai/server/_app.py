@@ -18,7 +18,7 @@ from ._bookings import BookingStore
 from ._db import Database
 from ._deployment import DeploymentManager
 from ._errors import CatchAllMiddleware, install_error_handlers
-from ._idempotency import IdempotencyMiddleware, prune_idempotency
+from ._idempotency import AnswerStore, IdempotencyMiddleware, prune_idempotency
 from ._limits import BodyLimitMiddleware
 from ._openapi import install_openapi
 from ._response_store import ResponseStore
@@ -76,6 +76,8 @@ def create_app(
         raise
     tenants, deployments, runtime = state.tenants, state.deployments, state.runtime
 
+    answers = AnswerStore(db)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.run(prune_idempotency, db)
@@ -94,6 +96,7 @@ def create_app(
             await deployments.close()
             with contextlib.suppress(Exception):
                 await runtime.aclose()
+            await answers.drain()
             db.close()
 
     app = FastAPI(
@@ -107,7 +110,7 @@ def create_app(
     )
     app.state.server = state
     install_error_handlers(app)
-    app.add_middleware(IdempotencyMiddleware, db=db, tenants=tenants)
+    app.add_middleware(IdempotencyMiddleware, store=answers, tenants=tenants)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(CatchAllMiddleware)
 

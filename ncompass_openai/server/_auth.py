@@ -11,7 +11,11 @@ from dataclasses import dataclass
 from ._db import Database
 from ._errors import APIError
 
-__all__ = ["Tenant", "TenantRegistry", "generate_api_key", "hash_key", "parse_authorization"]
+__all__ = ["AUTHENTICATED", "Tenant", "TenantRegistry", "generate_api_key", "hash_key", "parse_authorization"]
+
+
+AUTHENTICATED = "ncompass_tenant"
+"""The ``scope["state"]`` entry of a request whose key a middleware has already checked."""
 
 
 def hash_key(key: str) -> str:

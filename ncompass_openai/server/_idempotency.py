@@ -1,7 +1,8 @@
 """``Idempotency-Key``: a repeated POST of one tenant to one route gets the first answer again.
 
 Answers are kept in the ledger for 24 hours, so a retried session start, stop or booking never acts
-twice, even across a restart. Only complete, final answers are kept: a 429, a 503 or a 5xx is worth
+twice, even across a restart (they are written in batches, a few milliseconds after they are sent,
+and at shutdown). Only complete, final answers are kept: a 429, a 503 or a 5xx is worth
 retrying for real, a request whose client hung up (499) has no answer, and a streamed answer cannot be
 replayed, so those are not stored.
 """
@@ -17,12 +18,12 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._headers import IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED
-from ._auth import TenantRegistry, parse_authorization
+from ._auth import AUTHENTICATED, TenantRegistry, parse_authorization
 from ._db import Database
 from ._errors import APIError, error_body
 from ._limits import buffered_body
 
-__all__ = ["RETENTION_SECONDS", "IdempotencyMiddleware", "prune_idempotency"]
+__all__ = ["RETENTION_SECONDS", "AnswerStore", "IdempotencyMiddleware", "prune_idempotency"]
 
 RETENTION_SECONDS = 24 * 3600
 _KEY_HEADER = IDEMPOTENCY_KEY.lower().encode()
@@ -40,20 +41,87 @@ def prune_idempotency(db: Database) -> int:
     return db.execute("DELETE FROM idempotency WHERE created_at < ?", (time.time() - RETENTION_SECONDS,))
 
 
+Ident = tuple[str, str, str]  # (tenant id, route, key)
+_Row = tuple[int, str, bytes, float]  # (status, headers and fingerprint as JSON, body, created_at)
+
+
+class AnswerStore:
+    """The answers kept for replay: written to the ledger in batches, read from memory until then.
+
+    Writing each answer in its own transaction cost a thread hop and a commit per POST; answers are
+    instead queued and written by one flush per turn of the ledger thread, in one transaction, however
+    many arrived meanwhile. A lookup sees a queued answer at once. :meth:`drain` writes what is queued
+    (the server's shutdown awaits it before closing the ledger).
+
+    Args:
+        db: The ledger.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._queued: dict[Ident, _Row] = {}
+        self._flushing: asyncio.Task[None] | None = None
+
+    def lookup(self, ident: Ident) -> _Row | None:
+        """The answer kept for this key, if it is not older than the retention."""
+        row = self._queued.get(ident)
+        if row is None:
+            # A read stays on the loop: one short statement (the ledger thread holds the lock for one
+            # statement at a time), and one thread hop fewer per POST.
+            found = self.db.fetchone(
+                "SELECT status, headers, body, created_at FROM idempotency "
+                "WHERE tenant_id=? AND route=? AND key=?",
+                ident,
+            )
+            if found is None:
+                return None
+            row = (found["status"], found["headers"], bytes(found["body"]), found["created_at"])
+        return row if row[3] >= time.time() - RETENTION_SECONDS else None
+
+    def keep(self, ident: Ident, row: _Row) -> None:
+        """Queues an answer; it is visible to :meth:`lookup` from now on."""
+        self._queued[ident] = row
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        while self._queued:
+            batch = dict(self._queued)
+            await self.db.run(self._write, batch)
+            for ident, row in batch.items():
+                if self._queued.get(ident) is row:
+                    del self._queued[ident]
+
+    def _write(self, batch: dict[Ident, _Row]) -> None:
+        with self.db.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO idempotency "
+                "(tenant_id, route, key, status, headers, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(*ident, *row) for ident, row in batch.items()],
+            )
+
+    async def drain(self) -> None:
+        """Writes every queued answer."""
+        while self._flushing is not None and not self._flushing.done():
+            await asyncio.shield(self._flushing)
+        if self._queued:
+            await self._flush()
+
+
 class IdempotencyMiddleware:
     """Replays stored answers for a repeated ``Idempotency-Key`` (runs inside the body limit).
 
     Args:
         app: The wrapped ASGI app.
-        db: The ledger the answers are kept in.
+        store: Where the answers are kept.
         tenants: Who a key belongs to (a request with a bad key is left to the route's 401).
     """
 
-    def __init__(self, app: ASGIApp, *, db: Database, tenants: TenantRegistry) -> None:
+    def __init__(self, app: ASGIApp, *, store: AnswerStore, tenants: TenantRegistry) -> None:
         self.app = app
-        self.db = db
+        self.store = store
         self.tenants = tenants
-        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._locks: dict[Ident, asyncio.Lock] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -72,6 +140,7 @@ class IdempotencyMiddleware:
         if not raw_key or tenant is None:
             await self.app(scope, receive, send)
             return
+        scope.setdefault("state", {})[AUTHENTICATED] = tenant  # the route's own check reuses it
         key = raw_key.decode("latin-1")
         if len(key) > _MAX_KEY_LENGTH:
             await _send_json(
@@ -85,22 +154,16 @@ class IdempotencyMiddleware:
                 ),
             )
             return
-        db = self.db
         route = scope["path"]
         fingerprint = hashlib.sha256(buffered_body(scope) or b"").hexdigest()
         ident = (tenant.id, route, key)
         lock = self._locks.setdefault(ident, asyncio.Lock())
         try:
             async with lock:  # a retry that arrives while the first is in flight waits for its answer
-                # A read stays on the loop: one short statement (the ledger thread holds the lock for one
-                # statement at a time), and one thread hop fewer per POST.
-                row = db.fetchone(
-                    "SELECT status, headers, body, created_at FROM idempotency "
-                    "WHERE tenant_id=? AND route=? AND key=?",
-                    ident,
-                )
-                if row is not None and row["created_at"] >= time.time() - RETENTION_SECONDS:
-                    stored = json.loads(row["headers"])
+                row = self.store.lookup(ident)
+                if row is not None:
+                    status, headers_json, body, _ = row
+                    stored = json.loads(headers_json)
                     if stored.get("fingerprint") not in (None, fingerprint):
                         await _send_json(
                             send,
@@ -113,9 +176,9 @@ class IdempotencyMiddleware:
                             ),
                         )
                         return
-                    await _replay(send, row["status"], stored["headers"], bytes(row["body"]))
+                    await _replay(send, status, stored["headers"], body)
                     return
-                await self._run_and_store(scope, receive, send, db, ident, fingerprint)
+                await self._run_and_store(scope, receive, send, ident, fingerprint)
         finally:
             if not lock.locked() and self._locks.get(ident) is lock:
                 del self._locks[ident]
@@ -125,8 +188,7 @@ class IdempotencyMiddleware:
         scope: Scope,
         receive: Receive,
         send: Send,
-        db: Database,
-        ident: tuple[str, str, str],
+        ident: Ident,
         fingerprint: str,
     ) -> None:
         status = 0
@@ -152,20 +214,9 @@ class IdempotencyMiddleware:
 
         await self.app(scope, receive, capture)
         if storable and complete and status and status < 500 and status not in _NOT_STORED:
-            # The key's lock is held until this has committed: a retry that arrives meanwhile waits for
-            # it, and then replays it.
-            await db.run(
-                db.execute,
-                "INSERT OR REPLACE INTO idempotency "
-                "(tenant_id, route, key, status, headers, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    *ident,
-                    status,
-                    json.dumps({"headers": response_headers, "fingerprint": fingerprint}),
-                    bytes(body),
-                    time.time(),
-                ),
-            )
+            # Queued before the key's lock is released: a retry that arrives meanwhile replays it.
+            headers_json = json.dumps({"headers": response_headers, "fingerprint": fingerprint})
+            self.store.keep(ident, (status, headers_json, bytes(body), time.time()))
 
 
 async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:

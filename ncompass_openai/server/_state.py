@@ -9,7 +9,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
 
-from ._auth import Tenant, TenantRegistry
+from ._auth import AUTHENTICATED, Tenant, TenantRegistry
 from ._bookings import BookingStore
 from ._db import Database
 from ._deployment import DeploymentManager
@@ -49,7 +49,10 @@ async def authenticate(request: Request) -> Tenant:
     Async on purpose: a plain function would be run on a worker thread for every request.
     """
     state = server_state(request)
-    tenant = state.tenants.authenticate(request.headers.get("authorization"))
+    # The idempotency middleware authenticated this request's key already (a POST with a key).
+    tenant = request.scope.get("state", {}).get(AUTHENTICATED)
+    if not isinstance(tenant, Tenant):
+        tenant = state.tenants.authenticate(request.headers.get("authorization"))
     await state.db.run(state.sessions.touch, tenant.id)
     return tenant
 
