@@ -28,8 +28,10 @@ OPENAI2 ?= openai>=2.8,<3
 LLAMAINDEX_TEST := tests/test_integrations.py::test_llamaindex_openai_like
 # test_load.py (32 threads x 100 requests, the slowest client test) also runs on 2.x in CI's openai 2.x jobs.
 # The server's, the CLI's and the docs' shell-snippet tests do not depend on the openai major.
+# The batch runner's throughput test compares concurrency levels, which no openai major changes.
+BATCH_KNEE_TEST := tests/test_batch.py::test_auto_reaches_the_best_fixed_throughput
 COMPAT_ARGS := -m "not model" --ignore=tests/server --ignore=tests/test_cli.py --ignore=tests/test_cli_legacy.py \
-	--ignore=tests/test_load.py --ignore=tests/test_shell_snippets.py
+	--ignore=tests/test_load.py --ignore=tests/test_shell_snippets.py --deselect $(BATCH_KNEE_TEST)
 
 LINT_PATHS = $(wildcard ncompass_openai tests bench examples)
 # The stamp names the openai requirement, so changing OPENAI reinstalls instead of reusing a stale env.
@@ -82,11 +84,14 @@ test: lint typecheck docs
 test-main: setup
 	$(BIN)/pytest --deselect $(LLAMAINDEX_TEST)
 
+# The batch jobs' tests (tests/test_batch.py, about 2 min, mostly paced servers) run with the real-model
+# tests, so that the two runs take about as long.
 test-model: setup
 	$(BIN)/pytest -m model -p no:cacheprovider
+	$(BIN)/pytest tests/test_batch.py -p no:cacheprovider
 
 test-rest: setup
-	$(BIN)/pytest -m "not model" --deselect $(LLAMAINDEX_TEST) -p no:cacheprovider
+	$(BIN)/pytest -m "not model" --ignore=tests/test_batch.py --deselect $(LLAMAINDEX_TEST) -p no:cacheprovider
 
 test-compat: setup-compat
 	$(BIN2)/python -c "import openai, llama_index.llms.openai_like; print('compat run: openai', openai.__version__)"

@@ -403,10 +403,13 @@ def test_auto_reaches_the_best_fixed_throughput(
     rates: dict[int | str, float] = {}
     server = _server(engine_instance=engine, max_queue_per_key=32)
     with server as srv, NCompass(api_key=KEY, base_url=srv.base_url) as client:
-        for level in (*levels, "auto"):
-            summary = client.run_batch(source, output=tmp_path / f"out-{level}.jsonl", concurrency=level)
-            assert summary.ok
-            rates[level] = summary.completion_tokens / summary.wall_seconds
+        for run in range(2):  # each variant's better run of two, interleaved: one slow run is noise
+            for level in (*levels, "auto"):
+                output = tmp_path / f"out-{level}-{run}.jsonl"
+                summary = client.run_batch(source, output=output, concurrency=level)
+                assert summary.ok
+                rate = summary.completion_tokens / summary.wall_seconds
+                rates[level] = max(rates.get(level, 0.0), rate)
     best = max(rate for level, rate in rates.items() if level != "auto")
     assert rates["auto"] >= 0.9 * best, rates
 
