@@ -14,6 +14,7 @@ ANSWERS = {
     "batched_not_streaming.py": 1,
     "chat.py": 1,
     "langchain_chat.py": 3,
+    "batch_job.py": 11,
 }
 
 
