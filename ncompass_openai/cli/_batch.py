@@ -118,6 +118,9 @@ def _reporter(json_output: bool) -> ProgressReporter:
         def finish(self, summary: BatchSummary) -> None:
             if self.status is not None:
                 self.status.stop()
+            if self.task is not None:  # the last answers came after the last refresh
+                done = summary.succeeded + summary.failed + summary.skipped
+                self.progress.update(self.task, completed=done)
             self.progress.stop()
 
     if json_output:
