@@ -67,13 +67,6 @@ def _answered(path: Path) -> set[str]:
     return done
 
 
-def _count_lines(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with path.open("rb") as file:
-        return sum(1 for raw in file if raw.strip())
-
-
 class JobFiles:
     """The output, errors and job-id files of one job, opened for appending results.
 
@@ -92,8 +85,6 @@ class JobFiles:
         self.job_file = self.output.with_name(f"{self.output.name}.job.json")
         self.job_id = ""
         self.answered: set[str] = set()
-        self.retried = 0  # lines of the previous run's errors file, run again now
-        self.resumed = False
         self._out: IO[bytes] | None = None
         self._err: IO[bytes] | None = None
 
@@ -105,8 +96,6 @@ class JobFiles:
         if self.output.exists():
             self.answered = _answered(self.output)
             job_id = self._read_job_id()
-            self.resumed = True
-        self.retried = _count_lines(self.errors)
         if job_id is None:
             job_id = f"job_{uuid.uuid4().hex}"
             self._write_job_id(job_id)

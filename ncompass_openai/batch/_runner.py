@@ -164,10 +164,11 @@ def _retry_after(response: httpx.Response, default: float) -> float:
     return default
 
 
-def _error_code(body: object) -> str | None:
+def _error_field(body: object, name: str) -> str | None:
+    """``error.<name>`` of an error answer in OpenAI's shape, if it is a string."""
     error = body.get("error") if isinstance(body, dict) else None
-    code = error.get("code") if isinstance(error, dict) else None
-    return code if isinstance(code, str) else None
+    value = error.get(name) if isinstance(error, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _usage(body: object) -> tuple[int, int]:
@@ -327,9 +328,8 @@ class _Job:
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 failures += 1
                 if failures > self.max_retries:
-                    self._failed(
-                        request, None, {"code": "connection_error", "message": f"{type(exc).__name__}: {exc}"}
-                    )
+                    error = {"code": "connection_error", "message": f"{type(exc).__name__}: {exc}"}
+                    self._failed(request, None, None, error)
                     return
                 await asyncio.sleep(self._backoff(failures))
                 continue
@@ -339,7 +339,7 @@ class _Job:
                 self._succeeded(request, response, time.monotonic() - sent)
                 return
             body = self._json(response)
-            code = _error_code(body)
+            code = _error_field(body, "code")
             if status == 429:
                 overloads += 1
                 self.concurrency.on_overload(self.limiter.in_flight)
@@ -354,9 +354,8 @@ class _Job:
                     default = self._backoff(failures)
                     await asyncio.sleep(_retry_after(response, default) if status == 503 else default)
                     continue
-            self._failed(
-                request, response, {"code": code or f"http_{status}", "message": _message(body, status)}
-            )
+            message = _error_field(body, "message") or f"HTTP {status}"
+            self._failed(request, response, body, {"code": code or f"http_{status}", "message": message})
             return
 
     def _backoff(self, failures: int) -> float:
@@ -404,16 +403,11 @@ class _Job:
         counts.completion_tokens += completion
         self.concurrency.on_success(time.monotonic(), latency, completion)
 
-    def _failed(self, request: BatchRequest, response: httpx.Response | None, error: dict[str, str]) -> None:
-        body = self._json(response) if response is not None else None
+    def _failed(
+        self, request: BatchRequest, response: httpx.Response | None, body: object, error: dict[str, str]
+    ) -> None:
         self.files.write_error(self._record(request, response, body, error))
         self.counts.failed += 1
-
-
-def _message(body: object, status: int) -> str:
-    error = body.get("error") if isinstance(body, dict) else None
-    message = error.get("message") if isinstance(error, dict) else None
-    return message if isinstance(message, str) else f"HTTP {status}"
 
 
 def _transport(client: AsyncNCompass) -> tuple[Any, bool]:

@@ -200,10 +200,8 @@ def run(
     ] = False,
 ) -> None:
     """Run a JSONL job through one session: the model kept saturated, billing stopped at the end."""
-    import asyncio
-
     from .._exceptions import LifecycleAPIUnavailableError
-    from ..batch import BatchInputError, run_batch
+    from ..batch import BatchInputError, run_batch_sync
     from ..batch._concurrency import make_concurrency
 
     try:
@@ -212,16 +210,11 @@ def run(
         raise fail(str(exc), code=2) from None
     if not input.is_file():
         raise fail(f"{input}: no such file.", code=2)
-    from .._client import AsyncNCompass
-
-    with client_of(ctx) as client:  # reads and checks the root options and NCOMPASS_* once
-        async_client = AsyncNCompass(api_key=client.api_key, base_url=client.base_url)
     reporter = _reporter(json_output)
-
-    async def main() -> BatchSummary:
-        async with async_client:
-            return await run_batch(
-                async_client,
+    try:
+        with client_of(ctx) as client:
+            summary = run_batch_sync(
+                client,
                 input,
                 output=output,
                 errors=errors,
@@ -230,9 +223,6 @@ def run(
                 reporter=reporter,
                 handle_signals=True,
             )
-
-    try:
-        summary = asyncio.run(main())
     except BatchInputError as exc:
         raise fail(f"{input}: {error_line(exc)} (nothing was sent)", code=2) from None
     except LifecycleAPIUnavailableError as exc:
