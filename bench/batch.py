@@ -8,8 +8,9 @@ Three parts, each side by side in one run (the machine is noisy: compare the rat
    sending an ``Idempotency-Key`` (the server then keeps every answer for replay: its cost alone). Goals:
    ``AsyncNCompass`` >= 1.0x ``AsyncOpenAI``; the key's cost <= 5 %.
 2. 20,000 requests on the synthetic server: the batch runner against an ``AsyncOpenAI`` +
-   ``asyncio.gather`` loop at the same concurrency (64). Goals: runner >= 2x the loop's requests/s,
-   <= 0.5x its client CPU per request; the runner's RSS growth over the run <= 30 MB.
+   ``asyncio.gather`` loop at the same concurrency (64), two runs each in mirrored order. Goals:
+   runner >= 2x the loop's requests/s, <= 0.5x its client CPU per request; the runner's RSS growth
+   over the run <= 30 MB.
 3. The real model (llama engine, SmolLM2-135M, its own process), 256 chat requests x 32 tokens: the
    0.0.x loop (``complete_chat(..., stream=False)`` one by one in one session), ``run_batch`` at each
    fixed concurrency of a sweep, and ``concurrency="auto"``: wall and billed seconds. Goals: auto >=
@@ -201,16 +202,31 @@ async def _runner(base_url: str, n: int, directory: Path, transport: str) -> tup
 async def _runner_vs_gather(base_url: str, n: int) -> list[str]:
     async with AsyncNCompass(api_key=KEY, base_url=base_url) as probe:
         model = await probe.resolve_model()
-    rows: dict[str, tuple[float, float, float]] = {}
+    variants: dict[str, Callable[[Path], Awaitable[tuple[float, float, float]]]] = {
+        "AsyncOpenAI + asyncio.gather": lambda _: _gather_loop(base_url, model, n),
+        "run_batch (httpx)": lambda directory: _runner(base_url, n, directory, "httpx"),
+    }
+    if _aiohttp_client() is not None:
+        variants["run_batch (aiohttp)"] = lambda directory: _runner(base_url, n, directory, "aiohttp")
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as directory:
         await _runner(base_url, 500, Path(directory), "httpx")  # warm up
-        rows["AsyncOpenAI + asyncio.gather"] = await _gather_loop(base_url, model, n)
-        rows["run_batch (httpx)"] = await _runner(base_url, n, Path(directory), "httpx")
-        if _aiohttp_client() is not None:
-            rows["run_batch (aiohttp)"] = await _runner(base_url, n, Path(directory), "aiohttp")
+        # Two runs each in mirrored order (A B C C B A): a machine that speeds up or slows down during
+        # the part shifts every variant's mean alike.
+        for name in [*variants, *reversed(variants)]:
+            runs[name].append(await variants[name](Path(directory)))
+    rows = {
+        name: (
+            statistics.mean(r[0] for r in done),
+            statistics.mean(r[1] for r in done),
+            max(r[2] for r in done),
+        )
+        for name, done in runs.items()
+    }
     base_rate, base_cpu, _ = rows["AsyncOpenAI + asyncio.gather"]
     lines = [
-        f"2. {n} completions (max_tokens=4) at concurrency {CONCURRENCY}, one run each",
+        f"2. {n} completions (max_tokens=4) at concurrency {CONCURRENCY}, two runs each in mirrored "
+        "order: means (RSS growth: the larger)",
         f"{'client':<32} {'req/s':>8} {'ratio':>7} {'client CPU ms/req':>18} {'ratio':>7} "
         f"{'RSS growth MB':>14}",
     ]

@@ -45,6 +45,9 @@ def _close_open_clients() -> None:
 atexit.register(_close_open_clients)
 
 
+_PREPARED_URLS = 64
+
+
 def first_model(ids: list[str]) -> str:
     """The key's model from the ids ``GET /v1/models`` lists."""
     if not ids:
@@ -167,6 +170,7 @@ class NCompassBase:
         )
         # openai creates one key per request and reuses it on every retry, but sends it only when told to.
         self._idempotency_header = _headers.IDEMPOTENCY_KEY
+        self._prepared_urls: dict[str, tuple[httpx.URL, httpx.URL]] = {}
         self._ncompass_config = config
         self._model = config.model
         self._model_lock = threading.Lock()
@@ -175,6 +179,19 @@ class NCompassBase:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={str(self.base_url)!r}, model={self._model!r})"
+
+    def _prepare_url(self, url: str) -> httpx.URL:
+        """openai's, remembered: it parses the path and joins it to the base URL again on every request,
+        and a client sends the same few paths (valid while ``base_url`` is the same object)."""
+        base: httpx.URL = self.base_url
+        cached = self._prepared_urls.get(url)
+        if cached is not None and cached[0] is base:
+            return cached[1]
+        prepared: httpx.URL = super()._prepare_url(url)  # type: ignore[misc]
+        if len(self._prepared_urls) >= _PREPARED_URLS:
+            self._prepared_urls.clear()  # ids in paths (sessions, bookings) must not grow it without end
+        self._prepared_urls[url] = (base, prepared)
+        return prepared
 
     def _should_retry(self, response: httpx.Response) -> bool:
         if error_code(response) == "model_stopped":

@@ -37,7 +37,7 @@ from . import _headers
 from ._compat import httpx
 from ._version import __version__
 
-__all__ = ["stop_tracked_sessions", "track", "tracked", "untrack"]
+__all__ = ["forget_server", "stop_tracked_sessions", "track", "tracked", "untrack"]
 
 _STOP_TIMEOUT = 10.0
 
@@ -75,6 +75,16 @@ def untrack(session_id: str, *, base_url: str) -> None:
     """Forgets a session (it was stopped, or its owner wants it to outlive the process)."""
     with _lock:
         _sessions.pop((base_url, session_id), None)
+        if not _sessions:
+            _uninstall_sigterm()
+
+
+def forget_server(url: str) -> None:
+    """Forgets every session of the server at ``url`` (a ledger that ended with its server holds none)."""
+    prefix = url.rstrip("/") + "/"
+    with _lock:
+        for key in [key for key in _sessions if (key[0].rstrip("/") + "/").startswith(prefix)]:
+            del _sessions[key]
         if not _sessions:
             _uninstall_sigterm()
 

@@ -392,26 +392,20 @@ def test_time_spent_waiting_for_the_model_is_not_billed(tmp_path: Path) -> None:
 # concurrency="auto" finds knees that are not the default
 
 
-@pytest.mark.parametrize(("width", "n", "levels"), [(4, 120, (4, 8, 32)), (16, 800, (16, 32))])
-def test_auto_reaches_the_best_fixed_throughput(
-    tmp_path: Path, width: int, n: int, levels: tuple[int, ...]
-) -> None:
-    """A deployment paced at 20 ms a step, ``width`` sequences wide, per-key limit 32; no level below the
-    width can beat the width itself there, so the sweep starts at it."""
+@pytest.mark.parametrize(("width", "n"), [(4, 120), (16, 800)])
+def test_auto_settles_at_or_past_the_width_of_a_real_deployment(tmp_path: Path, width: int, n: int) -> None:
+    """A deployment paced at 20 ms a step, ``width`` sequences wide, per-key limit 32: throughput is flat
+    past the width, so ``auto`` must end at or past it and within the limit. How close its throughput
+    comes to the best fixed level's is measured by ``bench/batch.py``, not asserted here."""
     engine = SyntheticEngine(max_batch=width, delay=0.02)
     source = _write(tmp_path / "in.jsonl", _lines(n))
-    rates: dict[int | str, float] = {}
-    server = _server(engine_instance=engine, max_queue_per_key=32)
-    with server as srv, NCompass(api_key=KEY, base_url=srv.base_url) as client:
-        for run in range(2):  # each variant's better run of two, interleaved: one slow run is noise
-            for level in (*levels, "auto"):
-                output = tmp_path / f"out-{level}-{run}.jsonl"
-                summary = client.run_batch(source, output=output, concurrency=level)
-                assert summary.ok
-                rate = summary.completion_tokens / summary.wall_seconds
-                rates[level] = max(rates.get(level, 0.0), rate)
-    best = max(rate for level, rate in rates.items() if level != "auto")
-    assert rates["auto"] >= 0.9 * best, rates
+    with (
+        _server(engine_instance=engine, max_queue_per_key=32) as srv,
+        NCompass(api_key=KEY, base_url=srv.base_url) as client,
+    ):
+        summary = client.run_batch(source, output=tmp_path / "out.jsonl", concurrency="auto")
+    assert summary.ok and summary.succeeded == n
+    assert width <= summary.concurrency <= 32, summary
 
 
 def _drive(concurrency: AutoConcurrency, knee: int, results: int = 3000) -> None:

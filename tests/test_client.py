@@ -378,6 +378,19 @@ async def test_idempotency_key_on_every_post(kind: str, base_url: str, api_key: 
     assert all("idempotency-key" not in r.headers for r in gets)
 
 
+async def test_requests_follow_a_changed_base_url(kind: str, base_url: str, api_key: str) -> None:
+    # The client remembers each path's joined URL; a new base_url (openai's setter) must not reuse it.
+    recorder = Recorder()
+    c = make_client(kind, api_key=api_key, base_url=base_url, http_client=recorder.http_client(kind))
+    await resolve(c.deployment.status())
+    mirror = base_url.replace("127.0.0.1", "localhost")
+    c.base_url = mirror
+    await resolve(c.deployment.status())
+    await close(c)
+    urls = [str(r.url) for r in recorder.requests if r.url.path.endswith("/deployment")]
+    assert urls == [base_url.rstrip("/") + "/deployment", mirror.rstrip("/") + "/deployment"]
+
+
 async def test_server_replays_a_repeated_idempotency_key(client: NCompass | AsyncNCompass) -> None:
     # The same key on a second start answers the first start again: a retried start never acts twice.
     key = {"Idempotency-Key": "test-replayed-start-0001"}

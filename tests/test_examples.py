@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from _helpers import EXAMPLES, run_example
@@ -15,6 +17,7 @@ ANSWERS = {
     "chat.py": 1,
     "langchain_chat.py": 3,
     "batch_job.py": 11,
+    "prompt_cache.py": 3,
 }
 
 
@@ -38,6 +41,19 @@ def test_example_runs(name: str, api_key: str, base_url: str) -> None:
     # The script stopped the sessions it started: nothing left billing.
     with NCompass(api_key=api_key, base_url=base_url) as client:
         assert client.sessions.list(status="active") == []
+
+
+@pytest.mark.model
+def test_prompt_cache_example_with_the_real_model(api_key: str, model_server: object) -> None:
+    proc = run_example("prompt_cache.py", api_key, str(model_server.base_url), timeout=240)  # type: ignore[attr-defined]
+    assert proc.returncode == 0, proc.stderr
+    counts = re.findall(r"\[(\d+) of (\d+) prompt tokens cached\]", proc.stdout)
+    assert len(counts) == 3, proc.stdout
+    # Every later turn resends the earlier ones, which the cache holds (the answer's last token at most
+    # is decoded again, where the template's end-of-turn splits it).
+    for turn in (1, 2):
+        cached, prompt = (int(n) for n in counts[turn])
+        assert cached > int(counts[turn - 1][1]) - 4 and cached < prompt, proc.stdout
 
 
 @pytest.mark.model

@@ -56,7 +56,7 @@ def plain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("plain") / "llama_cpp_server.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", *args],
+            [sys.executable, str(Path(__file__).with_name("_llama_cpp_server.py")), *args],
             stdout=out,
             stderr=subprocess.STDOUT,
         )

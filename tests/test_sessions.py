@@ -216,3 +216,23 @@ async def test_raw_response(client: Any) -> None:
     raw = await resolve(client.sessions.with_raw_response.list(limit=1))
     assert raw.http_request.method == "GET"
     assert raw.status_code == 200
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_a_local_server_that_ends_with_its_ledger_leaves_no_session_to_stop_at_exit(
+    tmp_path: Any, durable: bool
+) -> None:
+    from ncompass_openai.server import LocalServer
+
+    db = str(tmp_path / "ledger.db") if durable else ":memory:"
+    with LocalServer(engine="synthetic", db=db) as server:
+        client = NCompass(api_key=server.api_keys[0], base_url=server.base_url)
+        session = client.sessions.start()
+        assert session.id in _guard.tracked()
+        client.close()
+    try:
+        # In memory, the ledger (and the session) ended with the server; a file outlives it, and a
+        # restarted server still bills that session until it is stopped.
+        assert (session.id in _guard.tracked()) is durable
+    finally:
+        _guard.untrack(session.id, base_url=server.base_url + "/")

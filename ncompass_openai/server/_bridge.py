@@ -37,6 +37,7 @@ class GenerationEvent:
     finish_reason: FinishReason | None
     completion_tokens: int
     logprobs: TokenLogprobs | None = None
+    cached_tokens: int = 0  # on a choice's first event: prompt tokens the engine reused from its cache
 
 
 class Sink:
@@ -86,6 +87,10 @@ class GenerationStream(AsyncIterator[GenerationEvent]):
         self._closed = False
         self._cancel: Callable[[], None] = lambda: None
         self._ready_in_a_row = 0
+        self.hung_up = False
+        """The client went away before the stream ended (see :meth:`hang_up`)."""
+        self.cached_tokens = 0
+        """Prompt tokens the engine reused from its prompt cache, over the events read so far."""
 
     @property
     def prompt_tokens(self) -> int:
@@ -108,6 +113,7 @@ class GenerationStream(AsyncIterator[GenerationEvent]):
                 raise item
             if item is not None:
                 assert isinstance(item, GenerationEvent)
+                self.cached_tokens += item.cached_tokens
                 self._ready_in_a_row += 1
                 if self._ready_in_a_row >= _YIELD_EVERY:
                     # Tokens buffered faster than they are sent never suspend this loop, and a writer that
@@ -135,6 +141,16 @@ class GenerationStream(AsyncIterator[GenerationEvent]):
         if not self._closed:
             self._closed = True
             self._cancel()
+
+    def hang_up(self) -> None:
+        """The client is gone: stop generating, and end the iteration at once (``hung_up`` tells why)."""
+        if self._closed:
+            return
+        self.hung_up = True
+        self._close_now()
+        waiter = self._sink.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def aclose(self) -> None:
         """Stop the request's generation now and free its queue place."""

@@ -62,21 +62,26 @@ class AnswerStore:
         self._queued: dict[Ident, _Row] = {}
         self._flushing: asyncio.Task[None] | None = None
 
-    def lookup(self, ident: Ident) -> _Row | None:
+    async def lookup(self, ident: Ident) -> _Row | None:
         """The answer kept for this key, if it is not older than the retention."""
         row = self._queued.get(ident)
         if row is None:
-            # A read stays on the loop: one short statement (the ledger thread holds the lock for one
-            # statement at a time), and one thread hop fewer per POST.
-            found = self.db.fetchone(
-                "SELECT status, headers, body, created_at FROM idempotency "
-                "WHERE tenant_id=? AND route=? AND key=?",
-                ident,
-            )
-            if found is None:
+            # On the ledger's thread, never on the loop: a read there would wait on the ledger's lock
+            # for as long as the thread's turn lasts, and stall every other request meanwhile.
+            row = await self.db.run(self._read, ident)
+            if row is None:
                 return None
-            row = (found["status"], found["headers"], bytes(found["body"]), found["created_at"])
         return row if row[3] >= time.time() - RETENTION_SECONDS else None
+
+    def _read(self, ident: Ident) -> _Row | None:
+        found = self.db.fetchone(
+            "SELECT status, headers, body, created_at FROM idempotency "
+            "WHERE tenant_id=? AND route=? AND key=?",
+            ident,
+        )
+        if found is None:
+            return None
+        return (found["status"], found["headers"], bytes(found["body"]), found["created_at"])
 
     def keep(self, ident: Ident, row: _Row) -> None:
         """Queues an answer; it is visible to :meth:`lookup` from now on."""
@@ -160,7 +165,7 @@ class IdempotencyMiddleware:
         lock = self._locks.setdefault(ident, asyncio.Lock())
         try:
             async with lock:  # a retry that arrives while the first is in flight waits for its answer
-                row = self.store.lookup(ident)
+                row = await self.store.lookup(ident)
                 if row is not None:
                     status, headers_json, body, _ = row
                     stored = json.loads(headers_json)

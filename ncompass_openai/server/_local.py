@@ -11,6 +11,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from .. import _guard
 from .._compat import httpx
 from ._app import create_app
 from ._settings import ServerSettings
@@ -181,6 +182,9 @@ class LocalServer:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self.port is not None and self.settings.db == ":memory:":
+            # Its ledger ended with it: the billing guard has nothing left to stop there at exit.
+            _guard.forget_server(self.url)
 
     def __enter__(self) -> LocalServer:
         return self.start()

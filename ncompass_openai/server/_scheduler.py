@@ -229,7 +229,7 @@ class Scheduler:
                     request.seq_ids.append(seq_id)
                     request.admitted += 1
                     free -= 1
-                    out.append(SequenceRequest(seq_id, prompt, params))
+                    out.append(SequenceRequest(seq_id, prompt, params, cache_group=tenant))
                 if request.admitted == len(request.sequences):
                     queue.popleft()
                 if queue:
@@ -261,7 +261,10 @@ class Scheduler:
                     seq.done = True
                     del seqs[token.id]
                     control.stop(token.id)
-                ok = request.sink.push(GenerationEvent(seq.index, text, finish, seq.tokens, token.logprobs))
+                event = GenerationEvent(
+                    seq.index, text, finish, seq.tokens, token.logprobs, token.cached_tokens
+                )
+                ok = request.sink.push(event)
                 if not ok:
                     self.cancel(request)
                     continue

@@ -8,6 +8,7 @@ those to HTTP, also when they happen after a stream has begun.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -148,11 +149,13 @@ def generate(
         raise not_running(state, tenant) from None
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
+    """OpenAI's usage; ``cached_tokens``: prompt tokens the engine reused from its prompt cache."""
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
     }
 
 
@@ -169,12 +172,14 @@ class Envelope:
         self.chunk_fields = {**self.fields, "object": chunk_obj}
 
     def response(
-        self, choices: list[dict[str, Any]], prompt_tokens: int, completion_tokens: int, billing: Billing
+        self,
+        choices: list[dict[str, Any]],
+        stream: GenerationStream,
+        completion_tokens: int,
+        billing: Billing,
     ) -> JSONResponse:
-        return JSONResponse(
-            {**self.fields, "choices": choices, "usage": usage(prompt_tokens, completion_tokens)},
-            headers=billing.headers(),
-        )
+        counts = usage(stream.prompt_tokens, completion_tokens, stream.cached_tokens)
+        return JSONResponse({**self.fields, "choices": choices, "usage": counts}, headers=billing.headers())
 
     def chunk(self, choice: dict[str, Any], *, with_usage: bool) -> str:
         """One SSE event of one choice; ``usage: null`` when the request asked for a usage chunk."""
@@ -183,10 +188,9 @@ class Envelope:
             chunk["usage"] = None
         return _sse.event(chunk)
 
-    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> str:
-        return _sse.event(
-            {**self.chunk_fields, "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
-        )
+    def usage_chunk(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> str:
+        counts = usage(prompt_tokens, completion_tokens, cached_tokens)
+        return _sse.event({**self.chunk_fields, "choices": [], "usage": counts})
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,15 @@ async def _close(stream: GenerationStream) -> None:
         await stream.aclose()
 
 
+async def _hang_up_on_disconnect(request: Request, stream: GenerationStream) -> None:
+    try:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # the connection's receive channel broke: nobody is left to answer either
+        logger.debug("Receive failed while collecting an answer", exc_info=True)
+    stream.hang_up()
+
+
 async def collect(
     request: Request,
     state: ServerState,
@@ -213,31 +226,21 @@ async def collect(
     stream: GenerationStream,
     total: int,
 ) -> Collected | None:
-    """Gather a whole answer; ``None`` when the client hung up (its generation stopped at once)."""
-    result: Collected | None = None
-    failure: Exception | None = None
-    async with anyio.create_task_group() as group:
+    """Gather a whole answer; ``None`` when the client hung up (its generation stopped at once).
 
-        async def watch_disconnect() -> None:
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-            group.cancel_scope.cancel()
-
-        group.start_soon(watch_disconnect)
-        try:
-            result = await _gather(state, tenant, billing, stream, total)
-        except Exception as exc:
-            failure = exc  # raised below, outside the group, so it is not wrapped in an ExceptionGroup
-        finally:
-            group.cancel_scope.cancel()
-    if failure is not None:
-        raise failure
-    return result
+    The hang-up watch is a plain task that ends the stream, not a cancel scope around the gathering:
+    one task per request is the cheapest way to see a disconnect while nothing is being sent.
+    """
+    watch = asyncio.ensure_future(_hang_up_on_disconnect(request, stream))
+    try:
+        return await _gather(state, tenant, billing, stream, total)
+    finally:
+        watch.cancel()
 
 
 async def _gather(
     state: ServerState, tenant: Tenant, billing: Billing, stream: GenerationStream, total: int
-) -> Collected:
+) -> Collected | None:
     parts: list[list[str]] = [[] for _ in range(total)]
     logprobs: list[list[TokenLogprobs]] = [[] for _ in range(total)]
     finish: list[str | None] = [None] * total
@@ -251,7 +254,7 @@ async def _gather(
             tokens[event.index] = event.completion_tokens
             if event.finish_reason is not None:
                 finish[event.index] = event.finish_reason
-        answered = True
+        answered = not stream.hung_up
     except ModelUnavailableError:
         raise not_running(state, tenant) from None
     finally:
@@ -260,6 +263,8 @@ async def _gather(
             if answered:
                 await billing.open()
             await billing.record(stream.prompt_tokens, sum(tokens))
+    if not answered:
+        return None
     return Collected(["".join(p) for p in parts], finish, sum(tokens), logprobs)
 
 
@@ -281,8 +286,9 @@ def _error_event(exc: BaseException) -> str:
     )
 
 
-TailEncoder = Callable[[int, int], Awaitable[str]]
-"""``await tail(prompt_tokens, completion_tokens)``: the last event(s) of a stream that ended well."""
+TailEncoder = Callable[[int, int, int], Awaitable[str]]
+"""``await tail(prompt_tokens, completion_tokens, cached_tokens)``: the last event(s) of a stream that
+ended well."""
 
 
 async def stream_response(
@@ -311,8 +317,8 @@ def usage_tail(envelope: Envelope, with_usage: bool) -> TailEncoder | None:
     if not with_usage:
         return None
 
-    async def tail(prompt_tokens: int, completion_tokens: int) -> str:
-        return envelope.usage_chunk(prompt_tokens, completion_tokens)
+    async def tail(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> str:
+        return envelope.usage_chunk(prompt_tokens, completion_tokens, cached_tokens)
 
     return tail
 
@@ -347,6 +353,6 @@ async def _stream_events(
         yield _error_event(failed)
         return
     if tail is not None:
-        yield await tail(stream.prompt_tokens, sum(completion_tokens.values()))
+        yield await tail(stream.prompt_tokens, sum(completion_tokens.values()), stream.cached_tokens)
     if done:
         yield _sse.DONE

@@ -163,7 +163,7 @@ async def serve_chat(
                     "finish_reason": finish,
                 }
             )
-        return env.response(choices, stream.prompt_tokens, collected.completion_tokens, billing)
+        return env.response(choices, stream, collected.completion_tokens, billing)
 
     with_usage = req.include_usage()
 

