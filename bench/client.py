@@ -35,6 +35,22 @@ RESULT = Path(__file__).resolve().parent / "results" / "client.txt"
 K = TypeVar("K")
 
 
+class Report:
+    """A benchmark's report: each line printed as it comes and kept, then saved under bench/results/."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str = "") -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(self.lines) + "\n")
+        print(f"\nwritten to {path}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

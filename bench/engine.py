@@ -9,8 +9,10 @@ Three servers run side by side, each in its own process, on the bundled SmolLM2-
 - ``python -m llama_cpp.server``: llama-cpp-python's own OpenAI server (one request at a time; started
   with ``--interrupt_requests false``, else a new request ends the stream in progress).
 
-Each workload runs on each server in interleaved rounds (A, B, C, A, B, C, ...), so machine noise hits all
-of them alike; the report gives medians and ratios to ``llama-server``. Every chat is greedy.
+Each workload runs on each server in interleaved rounds, the order reversed every other round (A, B, C,
+C, B, A, ...), so machine noise and order hit all of them alike; the report gives medians and ratios to
+``llama-server``. The one stream, short and the noisiest, runs three times per server per round. Every
+chat is greedy.
 
 1. 8 concurrent chats x 32 tokens: wall time and aggregate tokens/s (goal: ncompass <= 1.2x llama-server's
    wall time);
@@ -47,7 +49,7 @@ from typing import Any
 
 import openai
 import platformdirs
-from client import KEY, free_port  # bench/client.py: the same key
+from client import KEY, Report, free_port  # bench/client.py: the same key
 
 from ncompass_openai._compat import httpx
 from ncompass_openai.server.engines.llama import default_model_path, repack_is_safe
@@ -55,6 +57,7 @@ from server import QUESTIONS  # bench/server.py: the same 8 chats
 
 RESULT = Path(__file__).resolve().parent / "results" / "engine.txt"
 SLOTS = 8
+STREAM_REPEATS = 3  # one stream per server per round, this many times: its median is the noisiest
 STORY = "Write a long story about a dragon who learns to read."
 PERSON = {
     "type": "object",
@@ -130,7 +133,11 @@ class Server:
 
 
 @contextmanager
-def _process(name: str, cmd: list[str], port: int, log: Path, env: dict[str, str]) -> Iterator[str]:
+def running_process(
+    name: str, cmd: list[str], port: int, log: Path, env: dict[str, str], key: str = KEY
+) -> Iterator[str]:
+    """``cmd`` as a process, its output to ``log``, until the block ends; yields its base URL once its
+    ``GET /v1/models`` answers (``key`` its key). Terminated (killed after 30 s) at the end."""
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/v1"
@@ -140,7 +147,7 @@ def _process(name: str, cmd: list[str], port: int, log: Path, env: dict[str, str
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
             try:
-                answer = httpx.get(url + "/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=2)
+                answer = httpx.get(url + "/models", headers={"Authorization": f"Bearer {key}"}, timeout=2)
                 if answer.status_code == 200:
                     break
             except httpx.TransportError:
@@ -158,10 +165,10 @@ def _process(name: str, cmd: list[str], port: int, log: Path, env: dict[str, str
             proc.wait()
 
 
-def _wait_until_running(url: str) -> None:
+def wait_until_running(url: str, key: str = KEY) -> None:
     """The nCompass server answers before its model is loaded: wait for ``GET /v1/deployment``'s ready."""
     deadline = time.monotonic() + 300
-    while not httpx.get(url + "/deployment", headers={"Authorization": f"Bearer {KEY}"}).json()["ready"]:
+    while not httpx.get(url + "/deployment", headers={"Authorization": f"Bearer {key}"}).json()["ready"]:
         if time.monotonic() > deadline:
             raise RuntimeError("the nCompass server's model did not start in 300 s")
         time.sleep(0.2)
@@ -196,9 +203,9 @@ def start_servers(stack: ExitStack, names: list[str], threads: int, tmp: Path, s
     servers = []
     for name in names:
         cmd, schema_format = commands[name]
-        url = stack.enter_context(_process(name, cmd, port[name], tmp / f"{name}.log", env))
+        url = stack.enter_context(running_process(name, cmd, port[name], tmp / f"{name}.log", env))
         if name == "ncompass":
-            _wait_until_running(url)
+            wait_until_running(url)
         http = httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=httpx.Limits(max_connections=64))
         client = openai.AsyncOpenAI(base_url=url, api_key=KEY, max_retries=0, http_client=http)
         model = httpx.get(url + "/models", headers={"Authorization": f"Bearer {KEY}"}).json()["data"][0]["id"]
@@ -306,9 +313,11 @@ async def measure(servers: list[Server], rounds: int, schema: bool, say: Any) ->
         w: {s.name: [] for s in servers} for w in workloads
     }
     for number in range(rounds):
+        order = servers if number % 2 == 0 else servers[::-1]
         for workload, run in workloads.items():
-            for server in servers:
-                results[workload][server.name].append(await run(server))
+            for server in order:
+                for _ in range(STREAM_REPEATS if workload == "stream" else 1):
+                    results[workload][server.name].append(await run(server))
         say(f"   round {number + 1}/{rounds} done")
     return results
 
@@ -394,18 +403,11 @@ def main() -> None:
     parser.add_argument("--only", default="ncompass,llama-server,llama_cpp.server", help="servers to run")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/engine.txt")
     args = parser.parse_args()
-    lines: list[str] = []
-
-    def say(line: str = "") -> None:
-        print(line, flush=True)
-        lines.append(line)
-
+    say = Report()
     say(f"bench/engine.py: llama-cpp-python {importlib.metadata.version('llama_cpp_python')}")
     asyncio.run(run(args, say))
     if not args.no_save:
-        RESULT.parent.mkdir(parents=True, exist_ok=True)
-        RESULT.write_text("\n".join(lines) + "\n")
-        print(f"\nwritten to {RESULT}")
+        say.save(RESULT)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import inspect
 import os
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +124,48 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
             return True
         time.sleep(interval)
     return predicate()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def llama_cpp_server(log: Path, key: str | None = None) -> Iterator[str]:
+    """llama-cpp-python's own OpenAI server (``tests/_llama_cpp_server.py``) on the SmolLM2 GGUF and a free
+    port, until the block ends; yields its base URL (with ``/v1``)."""
+    from ncompass_openai.server.engines.llama import default_model_path
+
+    port = free_port()
+    args = ["--model", str(default_model_path()), "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--n_ctx", "1024", "--n_threads", "2"] + (["--api_key", key] if key else [])
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("_llama_cpp_server.py")), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            assert proc.poll() is None, "llama_cpp.server exited:\n" + log.read_text()
+            try:
+                if httpx.get(url + "/v1/models", headers=headers, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "llama_cpp.server did not answer:\n" + log.read_text()
+            time.sleep(0.2)
+        yield url + "/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

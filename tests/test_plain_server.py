@@ -9,77 +9,26 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from _helpers import close, make_client, resolve
+from _helpers import close, llama_cpp_server, make_client, resolve
 from ncompass_openai import LifecycleAPIUnavailableError, NCompass, nCompass
-from ncompass_openai._compat import httpx
 
 pytestmark = pytest.mark.model  # the plain server loads the real model
 KEY = "nc-test-plain-server-key"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def plain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """llama-cpp-python's OpenAI server on a free port; yields its base URL (with ``/v1``)."""
-    from ncompass_openai.server.engines.llama import default_model_path
-
-    port = _free_port()
-    model = str(default_model_path())
-    args = [
-        "--model",
-        model,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        "1024",
-        "--n_threads",
-        "2",
-    ]
-    log = tmp_path_factory.mktemp("plain") / "llama_cpp_server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("_llama_cpp_server.py")), *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            assert proc.poll() is None, "llama_cpp.server exited:\n" + log.read_text()
-            try:
-                if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "llama_cpp.server did not answer:\n" + log.read_text()
-            time.sleep(0.2)
-        yield url + "/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with llama_cpp_server(tmp_path_factory.mktemp("plain") / "llama_cpp_server.log") as url:
+        yield url
 
 
 def _assert_plain_server_error(exc: LifecycleAPIUnavailableError, base_url: str) -> None:

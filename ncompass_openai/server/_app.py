@@ -26,7 +26,7 @@ from ._routes_ncompass import REQUEST_MODELS as NCOMPASS_REQUEST_MODELS
 from ._routes_ncompass import router as ncompass_router
 from ._routes_openai import REQUEST_MODELS as OPENAI_REQUEST_MODELS
 from ._routes_openai import router as openai_router
-from ._runtime import InferenceRuntime
+from ._runtime import InferenceRuntime, Runtime
 from ._sessions import SessionStore
 from ._settings import ServerSettings
 from ._state import ServerState
@@ -112,6 +112,12 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware, store=answers, tenants=tenants)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    if state.metrics is not None:
+        from ._metrics import MetricsMiddleware
+
+        app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+        # Outside the schema: no key, not OpenAI's shape, and not what schemathesis fuzzes.
+        app.add_api_route("/metrics", state.metrics.endpoint(state), methods=["GET"], include_in_schema=False)
     app.add_middleware(CatchAllMiddleware)
 
     @app.get(
@@ -146,10 +152,13 @@ def _build_state(settings: ServerSettings, db: Database, engine: Engine | None) 
         extra["generated_api_key"] = key
         tenants.register([hash_key(key)])
 
-    runtime = InferenceRuntime(
-        engine or make_engine(settings.engine, settings.model, settings.threads),
-        max_queue_per_key=settings.max_queue_per_key,
-    )
+    runtime: Runtime
+    if settings.engine == "openai" and engine is None:
+        from ._upstream import UpstreamRuntime
+
+        runtime = UpstreamRuntime(settings)
+    else:
+        runtime = _engine_runtime(settings, engine)
     bookings = BookingStore(db)
     deployments = DeploymentManager(
         runtime,
@@ -159,8 +168,14 @@ def _build_state(settings: ServerSettings, db: Database, engine: Engine | None) 
         cold_start=settings.cold_start,
         sweep_interval=settings.sweep_interval,
     )
+    metrics = None
+    if settings.metrics:
+        from ._metrics import ServerMetrics
+
+        metrics = ServerMetrics()
     return ServerState(
         settings=settings,
+        metrics=metrics,
         db=db,
         tenants=tenants,
         sessions=SessionStore(db),
@@ -170,6 +185,20 @@ def _build_state(settings: ServerSettings, db: Database, engine: Engine | None) 
         responses=ResponseStore(db),
         created=int(time.time()),
         extra=extra,
+    )
+
+
+def _engine_runtime(settings: ServerSettings, engine: Engine | None) -> InferenceRuntime:
+    return InferenceRuntime(
+        engine
+        or make_engine(
+            settings.engine,
+            settings.model,
+            settings.threads,
+            max_batch=settings.max_batch,
+            token_rate=settings.synthetic_token_rate,
+        ),
+        max_queue_per_key=settings.max_queue_per_key,
     )
 
 

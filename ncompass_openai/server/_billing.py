@@ -19,11 +19,15 @@ __all__ = ["Billing"]
 
 
 class Billing:
-    """One inference request's billing: opened (at most once) when its answer is known to be one."""
+    """One inference request's billing: opened (at most once) when its answer is known to be one.
 
-    def __init__(self, state: ServerState, tenant: Tenant) -> None:
+    ``route``: the request's route, which the metrics count its tokens under.
+    """
+
+    def __init__(self, state: ServerState, tenant: Tenant, route: str) -> None:
         self._state = state
         self._tenant = tenant
+        self._route = route
         self._arrived = time.time()
         self.session_id: str | None = None
         self.opened = False
@@ -44,6 +48,8 @@ class Billing:
     async def record(self, prompt_tokens: int, completion_tokens: int) -> None:
         """Add the request's tokens to its session (the active one if none was opened: a refused request)."""
         state = self._state
+        if state.metrics is not None:
+            state.metrics.count_tokens(self._route, prompt_tokens, completion_tokens)
         await state.db.run(
             state.sessions.record_usage, self._tenant.id, self.session_id, prompt_tokens, completion_tokens
         )

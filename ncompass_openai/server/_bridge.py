@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from .engines._base import TokenLogprobs
 
-__all__ = ["END", "FinishReason", "GenerationEvent", "GenerationStream", "Sink"]
+__all__ = ["END", "FinishReason", "GenerationEvent", "GenerationStream", "LoopSink", "Sink"]
 
 FinishReason = Literal["stop", "length"]
 END = object()
@@ -74,6 +74,17 @@ class Sink:
             return self.items.popleft() if self.items else None
 
 
+class LoopSink(Sink):
+    """A sink fed on the event loop's own thread (the openai engine's readers): no cross-thread wake-up."""
+
+    def push(self, item: Any) -> bool:
+        self.items.append(item)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return True
+
+
 _YIELD_EVERY = 4  # below asyncio's 5 failed writes that log "socket.send() raised exception."
 
 
@@ -91,6 +102,12 @@ class GenerationStream(AsyncIterator[GenerationEvent]):
         """The client went away before the stream ended (see :meth:`hang_up`)."""
         self.cached_tokens = 0
         """Prompt tokens the engine reused from its prompt cache, over the events read so far."""
+        self.reported_completion_tokens: int | None = None
+        """The completion tokens an upstream's usage reported (the openai engine), over the events' own."""
+
+    def completion_tokens(self, counted: int) -> int:
+        """The request's completion tokens: an upstream's report, else ``counted`` from the events."""
+        return counted if self.reported_completion_tokens is None else self.reported_completion_tokens
 
     @property
     def prompt_tokens(self) -> int:

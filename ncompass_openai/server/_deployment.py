@@ -37,9 +37,15 @@ class Loadable(Protocol):
     @property
     def loaded(self) -> bool: ...
 
-    async def load(self) -> None: ...
+    @property
+    def ready(self) -> bool: ...
 
-    async def unload(self) -> None: ...
+    @property
+    def lifecycle_refusal(self) -> str | None: ...
+
+    async def load(self, tenant_id: str | None = None) -> None: ...
+
+    async def unload(self, tenant_id: str | None = None) -> None: ...
 
 
 @dataclass
@@ -126,7 +132,13 @@ class DeploymentManager:
         return dep
 
     def state(self, tenant_id: str) -> str:
-        return self._dep(tenant_id).state
+        return self._state_of(self._dep(tenant_id))
+
+    def _state_of(self, dep: _TenantDeployment) -> str:
+        # Running while the model can answer: the openai engine's upstreams may all be down a while.
+        if dep.state == "running" and not self.runtime.ready:
+            return "starting"
+        return dep.state
 
     def load_estimate(self) -> float:
         if self.runtime.loaded:
@@ -142,8 +154,8 @@ class DeploymentManager:
         return {
             "object": "deployment",
             "model": self.runtime.model_id,
-            "state": dep.state,
-            "ready": dep.state == "running",
+            "state": self._state_of(dep),
+            "ready": self._state_of(dep) == "running",
             "state_since": dep.state_since,
             "last_request_at": dep.last_request_at,
             "idle_shutdown": self.idle_shutdown,
@@ -154,9 +166,9 @@ class DeploymentManager:
     def require_running(self, tenant_id: str) -> None:
         """Raise the protocol's 503 unless the tenant's model can answer now (never waits)."""
         dep = self._dep(tenant_id)
-        if dep.state == "running":
+        if dep.state == "running" and self.runtime.ready:
             return
-        if dep.state == "starting":
+        if dep.state in ("starting", "running"):  # running, but no upstream replica is healthy now
             eta = (dep.estimated_ready_at or time.time()) - time.time()
             raise ModelNotRunning("starting", retry_after=max(1.0, eta))
         raise ModelNotRunning(dep.state, error=dep.error)
@@ -215,7 +227,7 @@ class DeploymentManager:
             async with self._physical:
                 if not self.runtime.loaded:
                     began = time.monotonic()
-                    load = asyncio.ensure_future(self.runtime.load())
+                    load = asyncio.ensure_future(self.runtime.load(tenant_id))
                     try:
                         await asyncio.shield(load)
                     except asyncio.CancelledError:
@@ -288,6 +300,8 @@ class DeploymentManager:
                 if dep.state == "stopped" or retry_failed:
                     logger.info("Starting tenant %s for a booking", tenant_id)
                     self.start(tenant_id)
+        if self.runtime.lifecycle_refusal is not None:
+            return  # upstreams that are always on: nothing to save by stopping them
         for tenant_id, dep in self._tenants.items():
             if dep.state != "running" or tenant_id in protected:
                 continue

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._headers import MAX_IN_FLIGHT, RETRY_AFTER, SHOULD_RETRY
-from ._exceptions import InvalidRequest, ModelNotRunning, NotFound, QueueFullError
+from ._exceptions import InvalidRequest, ModelNotRunning, NotFound, QueueFullError, UpstreamError
 from ._refused_fields import REASONS
 
 __all__ = [
@@ -101,6 +101,8 @@ def answer_for(exc: BaseException) -> APIError | None:
         return APIError(404, exc.message, param=exc.param, code=exc.code)
     if isinstance(exc, ModelNotRunning):
         return model_not_running(exc.state, retry_after=exc.retry_after, error=exc.error)
+    if isinstance(exc, UpstreamError):
+        return _upstream_answer(exc)
     if isinstance(exc, QueueFullError):
         return APIError(
             429,
@@ -109,6 +111,20 @@ def answer_for(exc: BaseException) -> APIError | None:
             headers={RETRY_AFTER: str(exc.retry_after), MAX_IN_FLIGHT: str(exc.limit)},
         )
     return None
+
+
+def _upstream_answer(exc: UpstreamError) -> APIError:
+    """An upstream's refusal: the tenant's own mistakes stay 400, a busy upstream's 429/503 keep their
+    ``Retry-After``, and everything else (unreachable, broken off, a 5xx, the gateway's key refused) is a
+    502 ``upstream_error``: not the tenant's fault, and worth retrying."""
+    status = exc.status
+    headers = {RETRY_AFTER: exc.retry_after} if exc.retry_after else {}
+    if status in (429, 503):
+        kind = "rate_limit_error" if status == 429 else "server_error"
+        return APIError(status, exc.message, type=kind, code="upstream_busy", headers=headers)
+    if status is not None and 400 <= status < 500 and status not in (401, 403, 404):
+        return APIError(400, exc.message, param=exc.param, code="upstream_refused")
+    return APIError(502, exc.message, type="server_error", code="upstream_error")
 
 
 def model_not_running(state: str, *, retry_after: float | None = None, error: str | None = None) -> APIError:
@@ -202,7 +218,7 @@ def install_error_handlers(app: FastAPI) -> None:
         assert answer is not None  # registered for the classes answer_for maps
         return answer.response()
 
-    for kind in (APIError, InvalidRequest, NotFound, ModelNotRunning, QueueFullError):
+    for kind in (APIError, InvalidRequest, NotFound, ModelNotRunning, QueueFullError, UpstreamError):
         app.add_exception_handler(kind, _domain_error)
 
     @app.exception_handler(RequestValidationError)

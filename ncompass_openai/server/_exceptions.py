@@ -17,6 +17,7 @@ __all__ = [
     "ModelUnavailableError",
     "NotFound",
     "QueueFullError",
+    "UpstreamError",
 ]
 
 
@@ -85,3 +86,28 @@ class ModelNotRunning(Exception):
         self.state = state
         self.retry_after = retry_after
         self.error = error
+
+
+class UpstreamError(Exception):
+    """The openai engine's upstream refused or failed a request (``_errors.py`` picks the status).
+
+    Args:
+        message: What happened, for the tenant (never the upstream key).
+        status: The upstream's HTTP status; ``None`` when it never answered or broke off mid-stream.
+        retry_after: The upstream's ``Retry-After`` (a 429 or 503), passed on.
+        param: The field the upstream named, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+        self.param = param

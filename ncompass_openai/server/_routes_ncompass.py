@@ -168,7 +168,11 @@ _DEPLOYMENT_CHANGE: dict[str, Any] = {
 
 def _changed(request: Request, tenant: AuthTenant, action: str, settled: str) -> JSONResponse:
     """Start or stop: 200 when the deployment is already ``settled``, 202 while it gets there."""
-    deployments = server_state(request).deployments
+    state = server_state(request)
+    refusal = state.runtime.lifecycle_refusal
+    if refusal is not None:
+        raise InvalidRequest(refusal, code="lifecycle_unavailable")
+    deployments = state.deployments
     getattr(deployments, action)(tenant.id)
     status = 200 if deployments.state(tenant.id) == settled else 202
     return JSONResponse(deployments.to_json(tenant.id), status_code=status)

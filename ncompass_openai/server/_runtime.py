@@ -26,6 +26,7 @@ set, sequence ``j`` of a prompt uses ``seed + j``, so a prompt gives the same te
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import threading
 import weakref
@@ -39,10 +40,76 @@ from ._exceptions import ContextLengthError, ModelUnavailableError
 from ._scheduler import Request, Scheduler
 from .engines._base import DEFAULT_CHAT_TEMPLATE, Engine, SamplingParams, TokenLogprobs
 
-__all__ = ["GenerationEvent", "GenerationStream", "InferenceRuntime", "SamplingParams", "TokenLogprobs"]
+__all__ = [
+    "GenerationEvent",
+    "GenerationStream",
+    "InferenceRuntime",
+    "Runtime",
+    "SamplingParams",
+    "TokenLogprobs",
+]
 
 
-class InferenceRuntime:
+class Runtime(abc.ABC):
+    """What the routes, the deployment manager and the metrics need of every runtime.
+
+    :class:`InferenceRuntime` runs an engine here, token by token; the openai engine's
+    ``UpstreamRuntime`` (``_upstream.py``) forwards whole requests to upstream servers.
+    """
+
+    max_queue_per_key: int
+
+    @property
+    @abc.abstractmethod
+    def model_id(self) -> str:
+        """The model name the server reports."""
+
+    @property
+    @abc.abstractmethod
+    def loaded(self) -> bool:
+        """Whether the model can be asked (weights in memory, upstreams started)."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether a request could be answered now (an upstream pool may have no healthy replica)."""
+        return self.loaded
+
+    @property
+    @abc.abstractmethod
+    def engine_name(self) -> str:
+        """The engine's name (``llama``, ``synthetic``, ``openai``)."""
+
+    @property
+    def lifecycle_refusal(self) -> str | None:
+        """Why ``POST /v1/deployment/start|stop`` cannot act here; ``None`` when they can."""
+        return None
+
+    @abc.abstractmethod
+    async def load(self, tenant_id: str | None = None) -> None:
+        """Bring the model up (may take minutes; the event loop stays free); ``tenant_id``: whose start."""
+
+    @abc.abstractmethod
+    async def unload(self, tenant_id: str | None = None) -> None:
+        """Fail every request in flight with :class:`ModelUnavailableError`, then bring the model down."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Unload and free everything."""
+
+    @abc.abstractmethod
+    def inflight(self, tenant: str) -> int:
+        """Requests of ``tenant`` queued or running."""
+
+    def upstreams(self) -> list[tuple[str, bool, float | None, int]]:
+        """Each upstream replica's ``(base URL, healthy, last probe seconds, requests in flight)``."""
+        return []
+
+    @abc.abstractmethod
+    def requests_by_tenant(self) -> dict[str, tuple[int, int]]:
+        """Each tenant's requests generating and waiting: ``{tenant: (running, queued)}``."""
+
+
+class InferenceRuntime(Runtime):
     """Runs one engine on one worker thread behind a fair, bounded, per-tenant queue.
 
     Args:
@@ -93,11 +160,11 @@ class InferenceRuntime:
         """Whether the engine reports token log probabilities (``logprobs``)."""
         return self.engine.supports_logprobs
 
-    async def load(self) -> None:
+    async def load(self, tenant_id: str | None = None) -> None:
         """Load the model on the worker thread (the event loop stays free)."""
         await self._scheduler.submit(self.engine.load)
 
-    async def unload(self) -> None:
+    async def unload(self, tenant_id: str | None = None) -> None:
         """Fail every queued and running request with :class:`ModelUnavailableError`, then free the model."""
         self._scheduler.fail_all(ModelUnavailableError("The model was stopped before this request finished."))
 
@@ -162,6 +229,10 @@ class InferenceRuntime:
     def inflight(self, tenant: str) -> int:
         """Requests of ``tenant`` queued or running."""
         return self._scheduler.inflight(tenant)
+
+    def requests_by_tenant(self) -> dict[str, tuple[int, int]]:
+        """Each tenant's requests generating and waiting: ``{tenant: (running, queued)}``."""
+        return self._scheduler.requests_by_tenant()
 
     def generate(
         self,

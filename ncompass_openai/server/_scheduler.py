@@ -92,6 +92,12 @@ class Scheduler:
         with self._cond:
             return self._inflight.get(tenant, 0)
 
+    def requests_by_tenant(self) -> dict[str, tuple[int, int]]:
+        """Each tenant's requests generating and waiting: ``{tenant: (running, queued)}``."""
+        with self._cond:
+            running = collections.Counter(r.tenant for r in self._running)
+            return {t: (running[t], n - running[t]) for t, n in self._inflight.items()}
+
     def check_room(self, tenant: str) -> None:
         """Raise :class:`QueueFullError` when ``tenant`` may not queue another request now."""
         with self._cond:

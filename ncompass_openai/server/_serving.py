@@ -75,7 +75,7 @@ def _biases(
     biases = req.token_biases()
     if not biases:
         return biases
-    vocab = state.runtime.vocab_size
+    vocab = state.engine_runtime.vocab_size
     if vocab is None:
         raise InvalidRequest(
             "`logit_bias` needs token ids, and this server's engine has none (the synthetic engine's words "
@@ -93,7 +93,7 @@ def _biases(
 
 def _logprobs(state: ServerState, req: CompletionRequest | ChatCompletionRequest) -> int | None:
     count = req.logprob_count()
-    if count is not None and not state.runtime.supports_logprobs:
+    if count is not None and not state.engine_runtime.supports_logprobs:
         raise InvalidRequest(
             f"`logprobs` needs a model's probabilities, which the {state.runtime.engine_name} engine does "
             "not have: remove it, or serve a model (the llama engine).",
@@ -142,7 +142,7 @@ def generate(
 ) -> GenerationStream:
     """Queue the generation; ``prompt_param`` is the field a too-long prompt is blamed on."""
     try:
-        return state.runtime.generate(tenant.id, prompts, params, n=req.n, stop=req.stop_list())
+        return state.engine_runtime.generate(tenant.id, prompts, params, n=req.n, stop=req.stop_list())
     except ContextLengthError as exc:
         raise InvalidRequest(str(exc), param=prompt_param, code="context_length_exceeded") from None
     except ModelUnavailableError:
@@ -262,10 +262,10 @@ async def _gather(
         with anyio.CancelScope(shield=True):  # usage is billed data: recorded even when cancelled
             if answered:
                 await billing.open()
-            await billing.record(stream.prompt_tokens, sum(tokens))
+            await billing.record(stream.prompt_tokens, stream.completion_tokens(sum(tokens)))
     if not answered:
         return None
-    return Collected(["".join(p) for p in parts], finish, sum(tokens), logprobs)
+    return Collected(["".join(p) for p in parts], finish, stream.completion_tokens(sum(tokens)), logprobs)
 
 
 def _error_event(exc: BaseException) -> str:
@@ -348,11 +348,14 @@ async def _stream_events(
     finally:
         await _close(stream)
         with anyio.CancelScope(shield=True):  # usage is billed data: recorded even when cancelled
-            await billing.record(stream.prompt_tokens, sum(completion_tokens.values()))
+            await billing.record(
+                stream.prompt_tokens, stream.completion_tokens(sum(completion_tokens.values()))
+            )
     if failed is not None:
         yield _error_event(failed)
         return
     if tail is not None:
-        yield await tail(stream.prompt_tokens, sum(completion_tokens.values()), stream.cached_tokens)
+        used = stream.completion_tokens(sum(completion_tokens.values()))
+        yield await tail(stream.prompt_tokens, used, stream.cached_tokens)
     if done:
         yield _sse.DONE

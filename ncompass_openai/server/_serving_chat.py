@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from ._auth import Tenant
 from ._billing import Billing
 from ._exceptions import ChatTemplateError, InvalidRequest, ModelUnavailableError
+from ._forward import forward
 from ._grammar import format_grammar
 from ._logprobs import chat_logprobs
 from ._runtime import GenerationEvent, GenerationStream
@@ -42,7 +43,7 @@ _DEFAULT_MAX_TOKENS = 4096  # the cap on "the room the context leaves" when a re
 
 def _prompt(state: ServerState, req: ChatCompletionRequest, plan: ToolPlan | None) -> str:
     try:
-        return state.runtime.render_chat(
+        return state.engine_runtime.render_chat(
             render_history(req.message_dicts(), plan.instruction if plan is not None else None),
             add_generation_prompt=req.add_generation_prompt,
             continue_final_message=req.continue_final_message,
@@ -66,14 +67,18 @@ def _token_limit(state: ServerState, req: ChatCompletionRequest, prompt: str) ->
         return limit
     # Like vLLM: no limit means the room the context leaves after the prompt (capped, so an engine with
     # a huge context cannot be asked for an endless answer by omission).
-    used = state.runtime.count_tokens(prompt)
-    return max(1, min(_DEFAULT_MAX_TOKENS, state.runtime.context_length - used))
+    runtime = state.engine_runtime
+    used = runtime.count_tokens(prompt)
+    return max(1, min(_DEFAULT_MAX_TOKENS, runtime.context_length - used))
 
 
 def _constraints(state: ServerState, req: ChatCompletionRequest) -> tuple[str | None, ToolPlan | None]:
     """The grammar of the answer, and the tool plan when tools are in play (mutually exclusive)."""
     plan = plan_tools(
-        state.runtime, req.function_specs(), req.tool_choice_name(), req.parallel_tool_calls is not False
+        state.engine_runtime,
+        req.function_specs(),
+        req.tool_choice_name(),
+        req.parallel_tool_calls is not False,
     )
     if plan is not None:
         return plan.grammar, plan
@@ -82,7 +87,7 @@ def _constraints(state: ServerState, req: ChatCompletionRequest) -> tuple[str | 
         return None, None
     schema = fmt.json_schema.schema_ if fmt.json_schema is not None else None
     param = "response_format.json_schema" if fmt.type == "json_schema" else "response_format"
-    return format_grammar(state.runtime, fmt.type, schema, param), None
+    return format_grammar(state.engine_runtime, fmt.type, schema, param), None
 
 
 def answer_of(
@@ -129,6 +134,8 @@ async def start_chat(
     req.check()
     if req.model != state.runtime.model_id:
         raise unknown_model(state, req.model)
+    if state.forwards:
+        return await forward(state, tenant, req, req.n), None
     grammar, plan = await anyio.to_thread.run_sync(_constraints, state, req)  # a new schema may take a while
     prompt = _prompt(state, req, plan)
     await admit(state, tenant, req.model)
@@ -143,7 +150,7 @@ async def serve_chat(
     request: Request, state: ServerState, tenant: Tenant, req: ChatCompletionRequest
 ) -> Response:
     """Answer one chat request (``n`` choices of one conversation)."""
-    billing = Billing(state, tenant)
+    billing = Billing(state, tenant, "/v1/chat/completions")
     stream, plan = await start_chat(state, tenant, req)
     env = Envelope("chatcmpl-", "chat.completion", "chat.completion.chunk", state.runtime.model_id)
 

@@ -7,10 +7,11 @@ from fastapi.responses import Response
 
 from ._auth import Tenant
 from ._billing import Billing
+from ._forward import forward
 from ._logprobs import completion_logprobs
 from ._runtime import GenerationEvent
 from ._schemas import CompletionRequest
-from ._serving import Envelope, admit, collect, generate, sampling, stream_response, usage_tail
+from ._serving import Envelope, admit, collect, generate, sampling, stream_response, unknown_model, usage_tail
 from ._state import ServerState
 
 __all__ = ["serve_completion"]
@@ -23,13 +24,17 @@ async def serve_completion(
 ) -> Response:
     """Answer one completion request (a list prompt is one batch, ``n`` choices per prompt)."""
     req.check()
-    billing = Billing(state, tenant)
-    await admit(state, tenant, req.model)
+    billing = Billing(state, tenant, "/v1/completions")
     prompts = req.prompts()
     total = len(prompts) * req.n
-    stream = generate(
-        state, tenant, prompts, sampling(state, req, req.max_tokens or _DEFAULT_MAX_TOKENS), req, "prompt"
-    )
+    if state.forwards:
+        if req.model != state.runtime.model_id:
+            raise unknown_model(state, req.model)
+        stream = await forward(state, tenant, req, total)
+    else:
+        await admit(state, tenant, req.model)
+        params = sampling(state, req, req.max_tokens or _DEFAULT_MAX_TOKENS)
+        stream = generate(state, tenant, prompts, params, req, "prompt")
     env = Envelope("cmpl-", "text_completion", "text_completion", state.runtime.model_id)
 
     if not req.stream:

@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from ._auth import Tenant
 from ._billing import Billing
 from ._exceptions import InvalidRequest, NotFound
+from ._forward import refuse_unforwarded
 from ._responses import FunctionChoice, ResponseRequest, rename_param, to_chat_request, to_messages
 from ._runtime import GenerationEvent
 from ._serving import collect, stream_response
@@ -140,7 +141,9 @@ async def serve_response(
     request: Request, state: ServerState, tenant: Tenant, req: ResponseRequest
 ) -> Response:
     """Answer one ``POST /v1/responses``."""
-    billing = Billing(state, tenant)
+    if state.forwards:
+        raise refuse_unforwarded("the Responses API (use /v1/chat/completions)")
+    billing = Billing(state, tenant, "/v1/responses")
     history: list[dict[str, Any]] = []
     if req.previous_response_id is not None:
         found = await state.db.run(state.responses.get, tenant.id, req.previous_response_id)

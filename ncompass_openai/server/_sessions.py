@@ -257,6 +257,17 @@ class SessionStore:
                 stopped += 1
         return stopped
 
+    def totals(self) -> dict[str, tuple[int, float]]:
+        """Each tenant's open sessions and billed seconds over the whole ledger (open ones up to now)."""
+        self.sweep()  # a lapsed session is billed to its lapse, not to now
+        now = time.time()
+        rows = self._db.fetchall(
+            "SELECT tenant_id, SUM(status='active') AS active, "
+            "SUM(MAX(0.0, COALESCE(stopped_at, ?) - started_at)) AS billed FROM sessions GROUP BY tenant_id",
+            (now,),
+        )
+        return {r["tenant_id"]: (int(r["active"]), float(r["billed"])) for r in rows}
+
     @staticmethod
     def to_json(data: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         now = time.time() if now is None else now

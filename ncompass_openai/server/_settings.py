@@ -6,10 +6,14 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["ServerSettings", "default_db_path"]
+__all__ = ["UPSTREAM_FEATURES", "ServerSettings", "default_db_path"]
+
+UPSTREAM_FEATURES = frozenset({"vllm"})
+"""What ``--upstream-supports`` may declare: ``vllm``, the vLLM fields (``top_k``, ``min_p``,
+``repetition_penalty``, ``min_tokens``, the chat template fields), forwarded as sent."""
 
 
 def default_db_path() -> str:
@@ -33,9 +37,10 @@ class ServerSettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Interface to listen on.")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port; 0 picks a free one and prints it.")
-    engine: Literal["llama", "synthetic"] = Field(
+    engine: Literal["llama", "synthetic", "openai"] = Field(
         default="llama",
-        description="llama (the real SmolLM2 model) or synthetic (fast deterministic tokens).",
+        description="llama (the real SmolLM2 model), synthetic (fast deterministic tokens), or openai "
+        "(forward to OpenAI-compatible servers given with --upstream).",
     )
     model: str | None = Field(
         default=None, description="A GGUF file for the llama engine (default: the bundled SmolLM2-135M)."
@@ -46,6 +51,50 @@ class ServerSettings(BaseSettings):
         description="A tenant key (repeatable: one tenant per key). None: the keys in the ledger, else a new "
         "one, printed once. A key on the command line is visible to other users of the machine: prefer "
         "NCOMPASS_SERVER_API_KEYS.",
+    )
+    upstream: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="The openai engine: an upstream OpenAI-compatible server's base URL, e.g. "
+        "http://10.0.0.5:8000/v1 (repeatable: replicas of one model).",
+    )
+    upstream_model: str | None = Field(
+        default=None, description="The model to ask the upstream for (default: the first it lists)."
+    )
+    upstream_api_key: str | None = Field(
+        default=None,
+        repr=False,
+        description="The key the openai engine sends upstream. On the command line it is visible to other "
+        "users of the machine: prefer NCOMPASS_SERVER_UPSTREAM_API_KEY.",
+    )
+    served_model_name: str | None = Field(
+        default=None, description="The model name tenants see (default: the upstream's)."
+    )
+    upstream_supports: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="A feature the upstream enforces, forwarded instead of refused (repeatable, or comma "
+        "separated): " + ", ".join(sorted(UPSTREAM_FEATURES)) + ".",
+    )
+    upstream_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds the openai engine waits for each read from an upstream."
+    )
+    start_command: str | None = Field(
+        default=None,
+        description="The openai engine: a shell command that brings the upstreams up (run by a deployment "
+        "start; gets NCOMPASS_MODEL and NCOMPASS_TENANT). Needs --stop-command too.",
+    )
+    stop_command: str | None = Field(
+        default=None,
+        description="The openai engine: a shell command that brings the upstreams down (run when no "
+        "deployment runs any more: a stop, an idle shutdown).",
+    )
+    start_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        description="The openai engine: seconds a start (its command, then a healthy replica) may take "
+        "before the deployment is failed; a stop command gets as long.",
+    )
+    health_interval: float = Field(
+        default=5.0, gt=0, description="Seconds between two health checks of each upstream replica."
     )
     db: str | None = Field(
         default=None, description="SQLite ledger file, or :memory: (default: in the user's data directory)."
@@ -58,6 +107,15 @@ class ServerSettings(BaseSettings):
     )
     threads: int | None = Field(
         default=None, ge=1, description="CPU threads of the engine (default: its choice)."
+    )
+    max_batch: int = Field(
+        default=8, ge=1, le=256, description="Sequences the engine decodes together (its batch slots)."
+    )
+    synthetic_token_rate: float | None = Field(
+        default=None,
+        gt=0,
+        description="Tokens per second each sequence of the synthetic engine streams (default: as fast as "
+        "it can), to stand in for a real deployment's pace.",
     )
     autostart: bool = Field(default=True, description="Start every tenant's model at boot.")
     max_queue_per_key: int = Field(
@@ -76,11 +134,15 @@ class ServerSettings(BaseSettings):
         gt=0,
         description="Seconds between two passes of the sweeper (leases, idle models, bookings).",
     )
+    metrics: bool = Field(
+        default=False,
+        description="Serve Prometheus metrics at GET /metrics, without a key (tenants appear as hashes).",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="uvicorn's log level (no key and no prompt text is logged at info)."
     )
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "upstream", "upstream_supports", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         # A comma separated string is the natural way to give several keys in one variable.
@@ -98,6 +160,33 @@ class ServerSettings(BaseSettings):
             if not key or any(ch.isspace() for ch in key):
                 raise ValueError("an API key must be a non-empty string without spaces")
         return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _check_upstreams(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"an upstream is an http:// or https:// base URL, not {url!r}")
+        return [url.rstrip("/") for url in value]
+
+    @field_validator("upstream_supports")
+    @classmethod
+    def _check_features(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - UPSTREAM_FEATURES)
+        if unknown:
+            known = ", ".join(sorted(UPSTREAM_FEATURES))
+            raise ValueError(f"unknown feature {unknown[0]!r}: the features are {known}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_engine(self) -> ServerSettings:
+        if self.engine == "openai" and not self.upstream:
+            raise ValueError("the openai engine needs at least one --upstream URL")
+        if self.engine != "openai" and self.upstream:
+            raise ValueError("--upstream is for the openai engine: add --engine openai")
+        if bool(self.start_command) != bool(self.stop_command):
+            raise ValueError("--start-command and --stop-command go together: give both, or neither")
+        return self
 
     def db_path(self) -> str:
         """The database to open: ``db`` itself, or the default file in the user's data directory."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
@@ -15,9 +15,12 @@ from ._db import Database
 from ._deployment import DeploymentManager
 from ._errors import APIError, bad_request, validation_message
 from ._response_store import ResponseStore
-from ._runtime import InferenceRuntime
+from ._runtime import InferenceRuntime, Runtime
 from ._sessions import SessionStore
 from ._settings import ServerSettings
+
+if TYPE_CHECKING:
+    from ._metrics import ServerMetrics
 
 __all__ = ["AuthTenant", "ServerState", "authenticate", "json_body", "parse_body", "server_state"]
 
@@ -32,10 +35,26 @@ class ServerState:
     sessions: SessionStore
     bookings: BookingStore
     deployments: DeploymentManager
-    runtime: InferenceRuntime
+    runtime: Runtime
     responses: ResponseStore
     created: int
+    metrics: ServerMetrics | None = None  # ``--metrics``: the counters of GET /metrics
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def forwards(self) -> bool:
+        """Whether requests go upstream whole (the openai engine) instead of to an engine here."""
+        return not isinstance(self.runtime, InferenceRuntime)
+
+    @property
+    def engine_runtime(self) -> InferenceRuntime:
+        """The runtime of an engine that runs here (the token-level paths); not the openai engine's."""
+        runtime = self.runtime
+        if not isinstance(runtime, InferenceRuntime):
+            raise TypeError(
+                f"The {runtime.engine_name} engine forwards whole requests; it has no local engine."
+            )
+        return runtime
 
 
 def server_state(request: Request) -> ServerState:

@@ -334,3 +334,34 @@ def test_queue_full_error_is_polite() -> None:
     error = QueueFullError(3, limit=8)
     assert error.retry_after == 3
     assert "retry in 3 s" in str(error)
+
+
+async def test_synthetic_token_rate_and_batch_width_pace_the_engine() -> None:
+    # ``ncompass serve --engine synthetic --synthetic-token-rate 100 --max-batch 2``: 20 tokens take at
+    # least 0.19 s; two requests stream side by side, a third waits for a slot.
+    engine = make_engine("synthetic", max_batch=2, token_rate=100.0)
+    assert (engine.max_batch, engine.delay) == (2, 0.01)  # type: ignore[attr-defined]
+    runtime = InferenceRuntime(engine, max_queue_per_key=8)
+    await runtime.load()
+    try:
+        params = SamplingParams(max_tokens=20)
+
+        async def one() -> float:
+            started = time.perf_counter()
+            events = await _collect(runtime.generate("t", ["go"], params))
+            assert events[-1].completion_tokens == 20
+            return time.perf_counter() - started
+
+        alone = await one()
+        started = time.perf_counter()
+        pair = await asyncio.gather(one(), one())
+        pair_wall = time.perf_counter() - started
+        started = time.perf_counter()
+        await asyncio.gather(one(), one(), one())
+        three_wall = time.perf_counter() - started
+    finally:
+        await runtime.aclose()
+    assert alone >= 0.19
+    assert min(pair) >= 0.19
+    assert pair_wall < 2 * 0.19  # side by side: not one after the other
+    assert three_wall >= 2 * 0.19  # the third waited for a free slot

@@ -12,7 +12,14 @@ from ._base import Engine, EngineToken, GenerationControl, SamplingParams, Seque
 __all__ = ["Engine", "EngineToken", "GenerationControl", "SamplingParams", "SequenceRequest", "make_engine"]
 
 
-def make_engine(name: str, model_path: str | None = None, threads: int | None = None) -> Engine:
+def make_engine(
+    name: str,
+    model_path: str | None = None,
+    threads: int | None = None,
+    *,
+    max_batch: int = 8,
+    token_rate: float | None = None,
+) -> Engine:
     """Build an engine by name.
 
     Args:
@@ -20,6 +27,8 @@ def make_engine(name: str, model_path: str | None = None, threads: int | None = 
             ``"synthetic"`` (deterministic fake tokens, no model).
         model_path: a GGUF file for the llama engine.
         threads: CPU threads for the llama engine (default: all cores).
+        max_batch: sequences decoded together.
+        token_rate: the synthetic engine's tokens per second per sequence (default: unpaced).
 
     Raises:
         ValueError: unknown engine name.
@@ -27,9 +36,9 @@ def make_engine(name: str, model_path: str | None = None, threads: int | None = 
     if name == "synthetic":
         from .synthetic import SyntheticEngine
 
-        return SyntheticEngine()
+        return SyntheticEngine(max_batch=max_batch, delay=1.0 / token_rate if token_rate else 0.0)
     if name == "llama":
         from .llama import LlamaEngine
 
-        return LlamaEngine(model_path=model_path, threads=threads)
+        return LlamaEngine(model_path=model_path, threads=threads, max_batch=max_batch)
     raise ValueError(f"Unknown engine {name!r}: use 'llama' or 'synthetic'.")

@@ -34,8 +34,10 @@ class SyntheticEngine(Engine):
     Args:
         model_id: the model name the server reports.
         max_batch: sequences generated side by side.
-        delay: seconds to sleep per decoding step (0: as fast as possible); tests use it to make
-            generation slow enough to observe queueing and cancellation.
+        delay: seconds per decoding step (0: as fast as possible), each step one token for every
+            sequence: ``1 / delay`` tokens per second per sequence (``ncompass serve
+            --synthetic-token-rate``); tests use it to make generation slow enough to observe queueing
+            and cancellation, and paced upstreams stand in for real deployments.
         load_time: seconds :meth:`load` takes, to imitate reading weights.
     """
 
@@ -88,6 +90,7 @@ class SyntheticEngine(Engine):
         if not self._loaded:
             raise RuntimeError("The synthetic engine is not loaded.")
         active: dict[int, tuple[random.Random, int]] = {}  # id -> (rng, tokens left)
+        step_at = time.monotonic()  # paced by deadlines: the time a step takes is not added to the delay
         while not control.cancelled:
             free = self.max_batch - len(active)
             if free > 0:
@@ -109,7 +112,8 @@ class SyntheticEngine(Engine):
                     active[seq_id] = (rng, left)
                     yield EngineToken(seq_id, word)
             if self.delay:
-                time.sleep(self.delay)
+                step_at = max(step_at + self.delay, time.monotonic() - self.delay)
+                time.sleep(max(0.0, step_at - time.monotonic()))
 
 
 def _rng(seq: SequenceRequest) -> random.Random:

@@ -1,0 +1,113 @@
+"""The openai engine's side of the serving modules: the body a request is forwarded with, or its refusal.
+
+Upstreams differ in what they honour (llama-cpp-python's server ignores a ``json_schema`` response format
+without a word), so nothing is forwarded on trust: a request that uses a feature the operator has not
+declared with ``--upstream-supports`` answers 400 naming the feature and the flag, before anything is
+sent. The fields every OpenAI-compatible server implements (messages or prompt, ``max_tokens``,
+``temperature``, ``top_p``, ``n``, ``stop``, ``seed``, the penalties, ``logit_bias``, ``user``) are
+forwarded as the tenant sent them, after the same validation as for every engine. The upstream is always
+asked for a stream (an answer that is not streamed is collected here), so ``--upstream-timeout`` bounds
+each wait rather than a whole answer, with ``stream_options.include_usage``, so the session counts the
+upstream's own usage (an upstream that ignores it, as llama-cpp-python's server does, leaves the prompt
+tokens at 0 and the completion tokens counted by chunk).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._auth import Tenant
+from ._exceptions import InvalidRequest, ModelUnavailableError
+from ._runtime import GenerationStream
+from ._schemas import ChatCompletionRequest, CompletionRequest
+from ._serving import admit, not_running
+from ._settings import UPSTREAM_FEATURES
+from ._state import ServerState
+from ._upstream import UpstreamRuntime
+
+__all__ = ["forward", "refuse_unforwarded"]
+
+# The fields of a feature, and when a request uses it (a default value, such as `logprobs: false`, does not).
+_USED: dict[str, Callable[[Any], bool]] = {
+    "tools": lambda v: bool(v),
+    "tool_choice": lambda v: v is not None and v != "none",
+    "parallel_tool_calls": lambda v: v is not None,
+    "response_format": lambda v: v is not None and v.type != "text",
+    "logprobs": lambda v: v is not None and v is not False,
+    "top_logprobs": lambda v: v is not None,
+    "top_k": lambda v: v is not None and v not in (-1, 0),
+    "min_p": lambda v: v is not None and v > 0,
+    "repetition_penalty": lambda v: v is not None and v != 1.0,
+    "min_tokens": lambda v: bool(v),
+    "add_generation_prompt": lambda v: v is not True,
+    "continue_final_message": lambda v: bool(v),
+    "chat_template": lambda v: v is not None,
+    "chat_template_kwargs": lambda v: bool(v),
+}
+_FEATURE_OF = {
+    "tools": "tools",
+    "tool_choice": "tools",
+    "parallel_tool_calls": "tools",
+    "response_format": "response_format",
+    "logprobs": "logprobs",
+    "top_logprobs": "logprobs",
+    **{
+        name: "vllm"
+        for name in (
+            "top_k",
+            "min_p",
+            "repetition_penalty",
+            "min_tokens",
+            "add_generation_prompt",
+            "continue_final_message",
+            "chat_template",
+            "chat_template_kwargs",
+        )
+    },
+}
+
+
+def refuse_unforwarded(feature: str, param: str | None = None) -> InvalidRequest:
+    """The 400 of a request that needs ``feature``, which no declaration lets through."""
+    what = f"`{param}` needs {feature}, which" if param else f"{feature} is a feature"
+    if feature in UPSTREAM_FEATURES:
+        message = (
+            f"{what} the upstreams of this server (ncompass serve --engine openai) are not declared to "
+            f"enforce: remove it, or declare it with `--upstream-supports {feature}` if they do."
+        )
+    else:
+        message = (
+            f"{what} this server's openai engine does not forward yet (`--upstream-supports` declares "
+            f"only: {', '.join(sorted(UPSTREAM_FEATURES))}): remove it."
+        )
+    return InvalidRequest(message, param=param, code="unsupported_by_upstream")
+
+
+def _body(
+    req: ChatCompletionRequest | CompletionRequest, supports: frozenset[str], model: str
+) -> dict[str, Any]:
+    sent = req.model_fields_set
+    for name, feature in _FEATURE_OF.items():
+        if name in sent and feature not in supports and _USED[name](getattr(req, name, None)):
+            raise refuse_unforwarded(feature, name)
+    body = req.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    body.pop("echo", None)  # the completions route puts the prompt in front itself, as for every engine
+    # Always a stream, with its usage: the read timeout then bounds each wait, not a whole answer.
+    body.update(model=model, stream=True, stream_options={"include_usage": True})
+    return body
+
+
+async def forward(
+    state: ServerState, tenant: Tenant, req: ChatCompletionRequest | CompletionRequest, choices: int
+) -> GenerationStream:
+    """Check, admit and forward one request; its stream of events, once the upstream has answered 200."""
+    runtime = state.runtime
+    assert isinstance(runtime, UpstreamRuntime)
+    body = _body(req, runtime.supports, runtime.upstream_model)
+    await admit(state, tenant, req.model)
+    path = "/chat/completions" if isinstance(req, ChatCompletionRequest) else "/completions"
+    try:
+        return await runtime.forward(tenant.id, path, body, choices)
+    except ModelUnavailableError:
+        raise not_running(state, tenant) from None

@@ -1,0 +1,409 @@
+"""The openai engine's runtime: whole requests forwarded to OpenAI-compatible upstream servers.
+
+``ncompass serve --engine openai --upstream URL`` puts the nCompass protocol (tenants, sessions, billing,
+idempotency, the deployment lifecycle, bookings) in front of servers that speak OpenAI's API (vLLM,
+SGLang, llama.cpp's ``llama-server``, llama-cpp-python's server, Ollama, another nCompass server). The
+routes and serving modules are the ones every engine uses; only the source of a request's events
+differs: :meth:`UpstreamRuntime.forward` streams the request from a replica and turns the upstream's
+chunks into the same :class:`GenerationEvent` items an engine produces, so answers, chunks, usage and
+billing are built by the same code. ::
+
+    runtime = UpstreamRuntime(settings)        # --upstream, --upstream-model, --upstream-api-key, ...
+    await runtime.load()                       # runs --start-command, waits for a healthy replica
+    stream = await runtime.forward(tenant, "/chat/completions", body, choices=1)   # after upstream's 200
+    async for event in stream: ...             # GenerationEvent(index, text, finish_reason, tokens)
+
+- A request that fails before its first byte (unreachable replica, a 5xx) is retried once on another
+  replica; an upstream's 4xx is the tenant's answer (a 400 with its message), a 429 or 503 keeps its
+  ``Retry-After``, anything else is a 502 ``upstream_error`` (``_errors.py``).
+- A stream cut mid-way, or silent for ``--upstream-timeout`` seconds, ends with the protocol's in-stream
+  error event: never a silent truncation, never a hang. Closing a stream (the client went away) closes
+  the upstream request, which stops its generation there.
+- The upstream key is only ever in the HTTP client's headers: it is never logged, and it is cut out of
+  every upstream message passed on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import weakref
+from typing import Any
+
+from .._compat import httpx
+from .._streaming import _SSEParser
+from ._bridge import END, GenerationEvent, GenerationStream, LoopSink, Sink
+from ._exceptions import ModelNotRunning, ModelUnavailableError, QueueFullError, UpstreamError
+from ._replicas import Replica, ReplicaPool
+from ._runtime import Runtime
+from ._settings import ServerSettings
+
+__all__ = ["UpstreamRuntime"]
+
+logger = logging.getLogger("ncompass_openai.server")
+
+_CONNECT_TIMEOUT = 10.0
+_STDERR_TAIL = 2000  # characters of a failed command's stderr kept in the deployment's error
+
+
+class UpstreamRuntime(Runtime):
+    """Forwards requests to the replicas of one upstream model.
+
+    Args:
+        settings: the server's settings (``upstream``, ``upstream_model``, ``upstream_api_key``,
+            ``served_model_name``, ``upstream_supports``, ``upstream_timeout``, ``health_interval``,
+            ``start_command``, ``stop_command``, ``start_timeout``, ``max_queue_per_key``).
+    """
+
+    def __init__(self, settings: ServerSettings) -> None:
+        key = settings.upstream_api_key
+        self._secret = key or None
+        self._client = httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {key}"} if key else {},
+            timeout=httpx.Timeout(settings.upstream_timeout, connect=_CONNECT_TIMEOUT),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        )
+        self.pool = ReplicaPool(settings.upstream, self._client, settings.health_interval)
+        self.supports = frozenset(settings.upstream_supports)
+        self.max_queue_per_key = settings.max_queue_per_key
+        self._timeout = settings.upstream_timeout
+        self._upstream_model = settings.upstream_model
+        self._served_name = settings.served_model_name
+        self._start_command = settings.start_command
+        self._stop_command = settings.stop_command
+        self._start_timeout = settings.start_timeout
+        self._loaded = False
+        self._inflight: collections.Counter[str] = collections.Counter()
+        self._pumps: set[asyncio.Task[None]] = set()  # each stream's reader
+        self._closing: set[asyncio.Task[None]] = set()  # responses of readers that never ran, closing
+
+    # ------------------------------------------------------------------ model
+    @property
+    def model_id(self) -> str:
+        return self._served_name or self._upstream_model or "upstream"
+
+    @property
+    def upstream_model(self) -> str:
+        """The model name sent upstream."""
+        return self._upstream_model or self.model_id
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    @property
+    def ready(self) -> bool:
+        return self._loaded and self.pool.any_healthy
+
+    @property
+    def engine_name(self) -> str:
+        return "openai"
+
+    @property
+    def lifecycle_refusal(self) -> str | None:
+        if self._start_command and self._stop_command:
+            return None
+        return (
+            "This server's upstreams are always on: nothing here can start or stop them. Give "
+            "`ncompass serve --start-command CMD --stop-command CMD` (e.g. `docker start vllm`, `kubectl "
+            "scale ...`) to let the deployment lifecycle drive them."
+        )
+
+    async def load(self, tenant_id: str | None = None) -> None:
+        """Run ``--start-command`` (if any), then wait for a healthy replica (``--start-timeout``)."""
+        if self._start_command:
+            await self._run_command("start", self._start_command, tenant_id)
+        if not await self.pool.wait_healthy(self._start_timeout):
+            why = "; ".join(f"{r.base_url}: {r.last_error}" for r in self.pool.replicas)
+            await self.pool.close()
+            raise RuntimeError(
+                f"No upstream answered healthy within {self._start_timeout:g} s ({self._scrub(why)}). Check "
+                "the --upstream URLs and that the servers are up, or raise --start-timeout."
+            )
+        if self._upstream_model is None:
+            self._upstream_model = await self._first_model()
+        self._loaded = True
+
+    async def unload(self, tenant_id: str | None = None) -> None:
+        """End every forwarded stream with :class:`ModelUnavailableError`; run ``--stop-command``."""
+        self._loaded = False
+        for pump in list(self._pumps):
+            pump.cancel()
+        await self.pool.close()
+        if self._stop_command:
+            try:
+                await self._run_command("stop", self._stop_command, tenant_id)
+            except RuntimeError as exc:  # the deployment is stopped for its tenants either way
+                logger.warning("%s", exc)
+
+    async def aclose(self) -> None:
+        if self._loaded:
+            await self.unload()
+        await self.pool.close()
+        await self._client.aclose()
+
+    def inflight(self, tenant: str) -> int:
+        return self._inflight[tenant]
+
+    def upstreams(self) -> list[tuple[str, bool, float | None, int]]:
+        return [(r.base_url, r.healthy, r.latency, r.outstanding) for r in self.pool.replicas]
+
+    def requests_by_tenant(self) -> dict[str, tuple[int, int]]:
+        # Nothing waits here: the upstream queues and batches what it is sent.
+        return {tenant: (n, 0) for tenant, n in self._inflight.items() if n}
+
+    # ------------------------------------------------------------- forwarding
+    async def forward(self, tenant: str, path: str, body: dict[str, Any], choices: int) -> GenerationStream:
+        """Send ``body`` to ``path`` of a replica; its events, once the upstream answered 200.
+
+        Raises:
+            QueueFullError: the tenant has ``max_queue_per_key`` requests in flight.
+            ModelUnavailableError: the runtime is not loaded (its deployment was stopped).
+            ModelNotRunning: no replica is healthy now (503 ``model_starting``, retry after a probe).
+            UpstreamError: the upstream refused the request, or no replica could be reached.
+        """
+        if not self._loaded:
+            raise ModelUnavailableError("The upstream is stopped.")
+        if self._inflight[tenant] >= self.max_queue_per_key:
+            raise QueueFullError(1, self.max_queue_per_key)
+        self._inflight[tenant] += 1
+        try:
+            replica, response = await self._open(path, body)
+        except BaseException:
+            self._release(tenant)
+            raise
+        loop = asyncio.get_running_loop()
+        sink = LoopSink(loop)
+        stream = GenerationStream(sink, [0], choices)
+        chat = path == "/chat/completions"
+        pump = loop.create_task(
+            self._relaying(self._pump(response, sink, stream, chat), replica, response, sink)
+        )
+        self._pumps.add(pump)
+
+        def finished(task: asyncio.Task[None]) -> None:
+            # Here, not in the coroutine: a task cancelled before its first step never runs its finally.
+            self._pumps.discard(task)
+            replica.outstanding -= 1
+            self._release(tenant)
+            if not response.is_closed:
+                closing = loop.create_task(response.aclose())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+
+        pump.add_done_callback(finished)
+        stream._cancel = lambda: _cancel(pump)
+        # A stream dropped without being closed still closes its upstream request.
+        fin = weakref.finalize(stream, _cancel, pump)
+        fin.atexit = False
+        return stream
+
+    async def _open(self, path: str, body: dict[str, Any]) -> tuple[Replica, httpx.Response]:
+        """The upstream's streamed 200; a failure before its first byte is retried once elsewhere."""
+        tried: list[Replica] = []
+        last: UpstreamError | None = None
+        for _ in range(2):
+            replica = self.pool.pick(exclude=tried)
+            if replica is None:
+                break
+            tried.append(replica)
+            replica.outstanding += 1
+            try:
+                request = self._client.build_request("POST", replica.base_url + path, json=body)
+                response = await self._client.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                replica.outstanding -= 1
+                self.pool.failed(replica, f"{type(exc).__name__} on {path}")
+                if isinstance(exc, httpx.TimeoutException):
+                    last = UpstreamError(f"The upstream did not answer within {self._timeout:g} s; retry.")
+                else:
+                    last = UpstreamError(f"The upstream could not be reached ({type(exc).__name__}); retry.")
+                continue
+            if response.status_code == 200:
+                return replica, response
+            try:
+                error = self._refusal(response.status_code, await response.aread(), response.headers)
+            finally:
+                await response.aclose()
+                replica.outstanding -= 1
+            if response.status_code >= 500 and response.status_code != 503:
+                last = error  # maybe this replica's trouble: once more on another
+                continue
+            raise error
+        if last is not None:
+            raise last
+        raise ModelNotRunning("starting", retry_after=self.pool.interval)
+
+    def _refusal(self, status: int, raw: bytes, headers: httpx.Headers) -> UpstreamError:
+        message, param = f"HTTP {status}", None
+        with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
+            error = json.loads(raw)["error"]
+            message = str(error.get("message") or message) if isinstance(error, dict) else str(error)
+            found = error.get("param") if isinstance(error, dict) else None
+            param = found if isinstance(found, str) else None
+        if status in (401, 403):
+            text = (
+                f"The upstream refused this server's own key ({status}): the operator must fix "
+                "--upstream-api-key. Your request was not the problem."
+            )
+        else:
+            text = f"The upstream answered {status}: {self._scrub(message)}"
+        return UpstreamError(text, status=status, retry_after=headers.get("retry-after"), param=param)
+
+    async def _relaying(self, read: Any, replica: Replica, response: httpx.Response, sink: Sink) -> None:
+        """Run ``read`` (the upstream's answer into ``sink``), then END, or the error that ended it."""
+        try:
+            await read
+            sink.push(END)
+        except UpstreamError as exc:
+            sink.push(exc)
+        except httpx.TimeoutException:
+            message = f"The upstream sent nothing for {self._timeout:g} s; the answer is incomplete."
+            sink.push(UpstreamError(message))
+        except httpx.HTTPError as exc:
+            self.pool.failed(replica, f"{type(exc).__name__} mid-answer")
+            sink.push(UpstreamError(f"The upstream broke off its answer ({type(exc).__name__}); retry."))
+        except asyncio.CancelledError:
+            if not self._loaded:  # unloaded: the deployment stopped under the stream
+                sink.push(ModelUnavailableError("The model was stopped before this request finished."))
+            raise
+        except Exception:  # an answer of an unexpected shape: the stream still ends, never hangs
+            logger.exception("Reading an upstream's answer failed")
+            sink.push(UpstreamError("The upstream sent an answer this server cannot read; it is incomplete."))
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(response.aclose())
+
+    async def _pump(self, response: httpx.Response, sink: Sink, stream: GenerationStream, chat: bool) -> None:
+        """A streamed answer: each upstream chunk's choices become events, up to ``[DONE]``."""
+        parser = _SSEParser()
+        counts: collections.Counter[int] = collections.Counter()
+        async for raw in response.aiter_raw():
+            for data in parser.feed(raw):
+                if self._relay(data, sink, stream, counts, chat):
+                    return
+        for data in parser.close():
+            if self._relay(data, sink, stream, counts, chat):
+                return
+        raise UpstreamError("The upstream ended the stream before it was complete; retry the request.")
+
+    @staticmethod
+    def _usage(event: dict[str, Any], stream: GenerationStream) -> None:
+        usage = event.get("usage")
+        if isinstance(usage, dict):
+            stream.prompt_token_counts = [int(usage.get("prompt_tokens") or 0)]
+            stream.reported_completion_tokens = int(usage.get("completion_tokens") or 0)
+            details = usage.get("prompt_tokens_details")
+            if isinstance(details, dict):
+                stream.cached_tokens = int(details.get("cached_tokens") or 0)
+
+    def _relay(
+        self, data: bytes, sink: Sink, stream: GenerationStream, counts: collections.Counter[int], chat: bool
+    ) -> bool:
+        """One upstream event into ``sink``; True at ``[DONE]``."""
+        if data == b"[DONE]":
+            return True
+        try:
+            event = json.loads(data)
+        except ValueError:
+            raise UpstreamError(
+                "The upstream sent an event that is not JSON; the answer is incomplete."
+            ) from None
+        if not isinstance(event, dict):
+            raise UpstreamError("The upstream sent an event that is not a JSON object.")
+        if "error" in event:
+            error = event["error"]
+            message = error.get("message") if isinstance(error, dict) else error
+            raise UpstreamError(f"The upstream failed mid-stream: {self._scrub(str(message))}")
+        self._usage(event, stream)
+        for choice in event.get("choices") or ():
+            index = int(choice.get("index") or 0)
+            if chat:
+                delta = choice.get("delta") or {}
+                if delta.get("tool_calls"):
+                    raise UpstreamError("The upstream answered with tool calls, which were not asked for.")
+                text = delta.get("content") or ""
+            else:
+                text = choice.get("text") or ""
+            finish = choice.get("finish_reason")
+            if text:
+                counts[index] += 1
+            elif finish is None:
+                continue
+            sink.push(GenerationEvent(index, text, finish, counts[index]))
+        return False
+
+    def _release(self, tenant: str) -> None:
+        self._inflight[tenant] -= 1
+        if self._inflight[tenant] <= 0:
+            del self._inflight[tenant]
+
+    # ------------------------------------------------------------- lifecycle
+    async def _first_model(self) -> str:
+        replica = self.pool.pick()
+        if replica is not None:
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+                answer = await self._client.get(replica.base_url + "/models")
+                name = answer.json()["data"][0]["id"]
+                if isinstance(name, str) and name:
+                    return name
+        raise RuntimeError("The upstream lists no model at GET /models: name it with --upstream-model.")
+
+    async def _run_command(self, action: str, command: str, tenant_id: str | None) -> None:
+        """Run ``--start-command`` / ``--stop-command`` in a shell; RuntimeError with why when it fails."""
+        env = {
+            **os.environ,
+            "NCOMPASS_ACTION": action,
+            "NCOMPASS_MODEL": self.upstream_model,
+            "NCOMPASS_TENANT": tenant_id or "",
+            "NCOMPASS_UPSTREAMS": ",".join(r.base_url for r in self.pool.replicas),
+        }
+        env.pop("NCOMPASS_SERVER_UPSTREAM_API_KEY", None)  # the command gets no secret of ours
+        # On a worker thread, not the loop's subprocess support: that needs the main thread under uvloop,
+        # and a LocalServer runs its loop on another one.
+        returncode, err = await asyncio.to_thread(_run_shell, command, env, self._start_timeout)
+        if returncode is None:
+            raise RuntimeError(
+                f"--{action}-command did not finish within {self._start_timeout:g} s (--start-timeout); it "
+                "was killed."
+            )
+        if returncode != 0:
+            tail = self._scrub(err.decode("utf-8", "replace").strip()[-_STDERR_TAIL:])
+            raise RuntimeError(
+                f"--{action}-command exited with status {returncode}" + (f": {tail}" if tail else ".")
+            )
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the upstream key (an upstream may quote the key it was sent)."""
+        return text.replace(self._secret, "***") if self._secret else text
+
+
+def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+
+
+def _run_shell(command: str, env: dict[str, str], timeout: float) -> tuple[int | None, bytes]:
+    """Run ``command`` in a shell; its exit status (``None``: killed at ``timeout``) and its stderr."""
+    proc = subprocess.Popen(
+        command,
+        shell=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,  # its children are killed with it on a timeout
+    )
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return None, b""
+    return proc.returncode, err
