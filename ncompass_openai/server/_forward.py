@@ -1,15 +1,19 @@
 """The openai engine's side of the serving modules: the body a request is forwarded with, or its refusal.
 
-Upstreams differ in what they honour (llama-cpp-python's server ignores a ``json_schema`` response format
-without a word), so nothing is forwarded on trust: a request that uses a feature the operator has not
-declared with ``--upstream-supports`` answers 400 naming the feature and the flag, before anything is
-sent. The fields every OpenAI-compatible server implements (messages or prompt, ``max_tokens``,
-``temperature``, ``top_p``, ``n``, ``stop``, ``seed``, the penalties, ``logit_bias``, ``user``) are
-forwarded as the tenant sent them, after the same validation as for every engine. The upstream is always
-asked for a stream (an answer that is not streamed is collected here), so ``--upstream-timeout`` bounds
-each wait rather than a whole answer, with ``stream_options.include_usage``, so the session counts the
-upstream's own usage (an upstream that ignores it, as llama-cpp-python's server does, leaves the prompt
-tokens at 0 and the completion tokens counted by chunk).
+Upstreams differ in what they honour (a server may ignore a field it does not know; llama-cpp-python's
+refuses a ``json_schema`` response format with a 500), so nothing is forwarded on trust: a request that
+uses a feature the operator has not declared with ``--upstream-supports`` answers 400 naming the
+feature and the flag, before anything is sent. A declared ``response_format`` is forwarded, and each
+answer still checked against it (``_answer_check.py``). The fields every OpenAI-compatible server
+implements (messages or prompt, ``max_tokens``, ``temperature``, ``top_p``, ``n``, ``stop``, ``seed``,
+the penalties, ``logit_bias``, ``user``) are forwarded as the tenant sent them, after the same
+validation as for every engine.
+
+The upstream is always asked for a stream (an answer that is not streamed is collected here), so that
+``--upstream-timeout`` bounds each wait rather than a whole answer, and with
+``stream_options.include_usage``, so that the session counts the upstream's own usage (an upstream that
+ignores it, as llama-cpp-python's server does, leaves the prompt tokens at 0 and the completion tokens
+counted by chunk).
 """
 
 from __future__ import annotations
@@ -105,9 +109,15 @@ async def forward(
     runtime = state.runtime
     assert isinstance(runtime, UpstreamRuntime)
     body = _body(req, runtime.supports, runtime.upstream_model)
+    fmt = req.response_format if isinstance(req, ChatCompletionRequest) else None
+    check = None
+    if fmt is not None and fmt.type != "text":
+        from ._answer_check import answer_check  # jsonschema: only when there is a format to check
+
+        check = answer_check(fmt)
     await admit(state, tenant, req.model)
     path = "/chat/completions" if isinstance(req, ChatCompletionRequest) else "/completions"
     try:
-        return await runtime.forward(tenant.id, path, body, choices)
+        return await runtime.forward(tenant.id, path, body, choices, check)
     except ModelUnavailableError:
         raise not_running(state, tenant) from None

@@ -34,7 +34,7 @@ import os
 import signal
 import subprocess
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._compat import httpx
 from .._streaming import _SSEParser
@@ -43,6 +43,9 @@ from ._exceptions import ModelNotRunning, ModelUnavailableError, QueueFullError,
 from ._replicas import Replica, ReplicaPool
 from ._runtime import Runtime
 from ._settings import ServerSettings
+
+if TYPE_CHECKING:
+    from ._answer_check import AnswerCheck  # jsonschema is imported only when a format is checked
 
 __all__ = ["UpstreamRuntime"]
 
@@ -159,8 +162,13 @@ class UpstreamRuntime(Runtime):
         return {tenant: (n, 0) for tenant, n in self._inflight.items() if n}
 
     # ------------------------------------------------------------- forwarding
-    async def forward(self, tenant: str, path: str, body: dict[str, Any], choices: int) -> GenerationStream:
+    async def forward(
+        self, tenant: str, path: str, body: dict[str, Any], choices: int, check: AnswerCheck | None = None
+    ) -> GenerationStream:
         """Send ``body`` to ``path`` of a replica; its events, once the upstream answered 200.
+
+        ``check``: each choice is held back until it ends, and one that ends on its own (``stop``) is
+        sent only if ``check(text)`` finds nothing wrong (else an :class:`UpstreamError` ends the stream).
 
         Raises:
             QueueFullError: the tenant has ``max_queue_per_key`` requests in flight.
@@ -183,7 +191,7 @@ class UpstreamRuntime(Runtime):
         stream = GenerationStream(sink, [0], choices)
         chat = path == "/chat/completions"
         pump = loop.create_task(
-            self._relaying(self._pump(response, sink, stream, chat), replica, response, sink)
+            self._relaying(self._pump(response, sink, stream, chat, check), replica, response, sink)
         )
         self._pumps.add(pump)
 
@@ -280,16 +288,23 @@ class UpstreamRuntime(Runtime):
             with contextlib.suppress(Exception):
                 await asyncio.shield(response.aclose())
 
-    async def _pump(self, response: httpx.Response, sink: Sink, stream: GenerationStream, chat: bool) -> None:
+    async def _pump(
+        self,
+        response: httpx.Response,
+        sink: Sink,
+        stream: GenerationStream,
+        chat: bool,
+        check: AnswerCheck | None,
+    ) -> None:
         """A streamed answer: each upstream chunk's choices become events, up to ``[DONE]``."""
         parser = _SSEParser()
-        counts: collections.Counter[int] = collections.Counter()
+        read = _Reading(sink, stream, chat, check)
         async for raw in response.aiter_raw():
             for data in parser.feed(raw):
-                if self._relay(data, sink, stream, counts, chat):
+                if self._relay(data, read):
                     return
         for data in parser.close():
-            if self._relay(data, sink, stream, counts, chat):
+            if self._relay(data, read):
                 return
         raise UpstreamError("The upstream ended the stream before it was complete; retry the request.")
 
@@ -303,10 +318,8 @@ class UpstreamRuntime(Runtime):
             if isinstance(details, dict):
                 stream.cached_tokens = int(details.get("cached_tokens") or 0)
 
-    def _relay(
-        self, data: bytes, sink: Sink, stream: GenerationStream, counts: collections.Counter[int], chat: bool
-    ) -> bool:
-        """One upstream event into ``sink``; True at ``[DONE]``."""
+    def _relay(self, data: bytes, read: _Reading) -> bool:
+        """One upstream event into ``read``'s sink; True at ``[DONE]``."""
         if data == b"[DONE]":
             return True
         try:
@@ -321,22 +334,17 @@ class UpstreamRuntime(Runtime):
             error = event["error"]
             message = error.get("message") if isinstance(error, dict) else error
             raise UpstreamError(f"The upstream failed mid-stream: {self._scrub(str(message))}")
-        self._usage(event, stream)
+        self._usage(event, read.stream)
         for choice in event.get("choices") or ():
             index = int(choice.get("index") or 0)
-            if chat:
+            if read.chat:
                 delta = choice.get("delta") or {}
                 if delta.get("tool_calls"):
                     raise UpstreamError("The upstream answered with tool calls, which were not asked for.")
                 text = delta.get("content") or ""
             else:
                 text = choice.get("text") or ""
-            finish = choice.get("finish_reason")
-            if text:
-                counts[index] += 1
-            elif finish is None:
-                continue
-            sink.push(GenerationEvent(index, text, finish, counts[index]))
+            read.add(index, text, choice.get("finish_reason"))
         return False
 
     def _release(self, tenant: str) -> None:
@@ -407,3 +415,33 @@ def _run_shell(command: str, env: dict[str, str], timeout: float) -> tuple[int |
         proc.communicate()
         return None, b""
     return proc.returncode, err
+
+
+class _Reading:
+    """One upstream answer being read: each choice's token count, and its held-back text under a check."""
+
+    def __init__(self, sink: Sink, stream: GenerationStream, chat: bool, check: AnswerCheck | None) -> None:
+        self.sink, self.stream, self.chat, self.check = sink, stream, chat, check
+        self.counts: collections.Counter[int] = collections.Counter()
+        self.held: dict[int, list[str]] = collections.defaultdict(list)
+
+    def add(self, index: int, text: str, finish: Any) -> None:
+        if text:
+            self.counts[index] += 1
+        elif finish is None:
+            return
+        if self.check is None:
+            self.sink.push(GenerationEvent(index, text, finish, self.counts[index]))
+            return
+        self.held[index].append(text)
+        if finish is None:
+            return
+        whole = "".join(self.held.pop(index))
+        why = self.check(whole) if finish == "stop" else None
+        if why is not None:
+            raise UpstreamError(
+                f"The upstream's answer does not match the request's response_format ({why}); nothing of it "
+                "was sent. The upstream is declared to enforce it (--upstream-supports response_format): "
+                "check that it does."
+            )
+        self.sink.push(GenerationEvent(index, whole, finish, self.counts[index]))

@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from _helpers import free_port, llama_cpp_server, wait_for
@@ -201,6 +201,23 @@ def test_declared_vllm_fields_are_forwarded(
     assert "logit_bias" in refused.json()["error"]["message"]
 
 
+def test_declared_response_format_is_forwarded_and_its_schema_checked_first(
+    make_server: Callable[..., LocalServer], client: Callable[..., httpx.Client], upstreams: list[LocalServer]
+) -> None:
+    gw = _gateway(make_server, [upstreams[0].base_url], upstream_supports=["response_format"])
+    with client(gw) as c:
+        bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "no-such-type"}}}
+        answer = c.post("/v1/chat/completions", json={**CHAT, "response_format": bad})
+        assert answer.status_code == 400
+        assert answer.json()["error"]["param"] == "response_format.json_schema.schema"
+        assert _upstream_requests(upstreams[0]) == 0  # refused here, before anything was sent
+        # Forwarded: this upstream (the synthetic engine) cannot constrain, and says so.
+        fmt = {"type": "json_object"}
+        answer = c.post("/v1/chat/completions", json={**CHAT, "response_format": fmt})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "upstream_refused"
+    assert "constrained decoding" in answer.json()["error"]["message"]
+
+
 def test_start_and_stop_without_commands_say_which_flags(
     make_server: Callable[..., LocalServer], client: Callable[..., httpx.Client], upstreams: list[LocalServer]
 ) -> None:
@@ -336,14 +353,25 @@ def test_slow_upstream_hits_the_read_timeout(
         assert c.get("/v1/sessions").json()["data"][0]["requests"] == 2  # both billed to the session
 
 
+PROSE = ["Blue", " is", " a", " colour."]
+
+
 class _StubUpstream:
-    """An OpenAI-shaped server that answers every inference request with ``status`` (and counts them)."""
+    """An OpenAI-shaped server that answers every chat request with ``status`` (and counts them): an
+    error body, or for 200 a streamed answer of prose whatever the request asked for."""
 
     def __init__(self, status: int, headers: dict[str, str] | None = None) -> None:
         self.hits = 0
 
-        async def fail(request: Request) -> JSONResponse:
+        async def fail(request: Request) -> Response:
             self.hits += 1
+            if status == 200:  # prose, whatever was asked
+                chunks = [
+                    {"choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]} for w in PROSE
+                ]
+                chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+                return Response(body, media_type="text/event-stream")
             error = {"message": f"stub failure, key was {request.headers.get('authorization')}", "type": "x"}
             return JSONResponse({"error": error}, status_code=status, headers=headers)
 
@@ -555,3 +583,77 @@ def test_llama_cpp_python_server_as_upstream(
         "prompt_tokens": 0,
         "completion_tokens": 2 * answer["usage"]["completion_tokens"],
     }
+
+
+COLOUR = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "colour",
+        "schema": {
+            "type": "object",
+            "properties": {"colour": {"type": "string", "maxLength": 20}},
+            "required": ["colour"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@pytest.mark.model
+def test_structured_answers_are_checked_against_their_schema(
+    tmp_path: Path,
+    make_server: Callable[..., LocalServer],
+    client: Callable[..., httpx.Client],
+    model_server: Any,
+    api_key: str,
+) -> None:
+    body = {"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 40, "temperature": 0}
+    # An upstream that enforces the schema (this project's llama engine): the answer passes the check.
+    gw = _gateway(
+        make_server, [model_server.base_url], upstream_api_key=api_key, upstream_supports=["response_format"]
+    )
+    with client(gw, timeout=120) as c:
+        model = c.get("/v1/models").json()["data"][0]["id"]
+        plain = c.post("/v1/chat/completions", json={**body, "model": model, "response_format": COLOUR})
+        assert plain.status_code == 200, plain.text
+        assert set(json.loads(plain.json()["choices"][0]["message"]["content"])) == {"colour"}
+        streamed = c.post(
+            "/v1/chat/completions", json={**body, "model": model, "response_format": COLOUR, "stream": True}
+        )
+        deltas = [ch["choices"][0]["delta"] for ch in _sse(streamed.text) if ch["choices"]]
+        contents = [d["content"] for d in deltas if d.get("content")]
+        assert len(contents) == 1 and set(json.loads(contents[0])) == {"colour"}  # held back, sent whole
+    # llama-cpp-python's server: this version refuses `json_schema` (a 500, passed on as the upstream's
+    # error) and enforces `json_object` with a grammar, which the check then confirms.
+    with llama_cpp_server(tmp_path / "llama_cpp_server.log", key=UP) as url:
+        gw = _gateway(make_server, [url], served_model_name="smollm2", upstream_supports=["response_format"])
+        with client(gw, timeout=120) as c:
+            body = {**body, "model": "smollm2"}
+            refused = c.post("/v1/chat/completions", json={**body, "response_format": COLOUR})
+            obj = c.post("/v1/chat/completions", json={**body, "response_format": {"type": "json_object"}})
+    assert refused.status_code == 502 and refused.json()["error"]["code"] == "upstream_error"
+    assert "response_format" in refused.json()["error"]["message"] and UP not in refused.text
+    assert obj.status_code == 200, obj.text
+    assert isinstance(json.loads(obj.json()["choices"][0]["message"]["content"]), dict)
+
+
+def test_an_upstream_that_ignores_the_format_is_caught(
+    make_server: Callable[..., LocalServer],
+    client: Callable[..., httpx.Client],
+    stub: Callable[..., _StubUpstream],
+) -> None:
+    # Declared to enforce response_format, it answers prose anyway: nothing of it reaches the tenant.
+    liar = stub(200)
+    gw = _gateway(make_server, [liar.base_url], upstream_supports=["response_format"])
+    with client(gw) as c:
+        plain = c.post("/v1/chat/completions", json={**CHAT, "response_format": COLOUR})
+        streamed = c.post("/v1/chat/completions", json={**CHAT, "response_format": COLOUR, "stream": True})
+        as_text = c.post("/v1/chat/completions", json=CHAT)  # no format: its prose is the answer
+    assert plain.status_code == 502
+    error = plain.json()["error"]
+    assert error["code"] == "upstream_error"
+    assert "does not match the request's response_format (it is not JSON" in error["message"]
+    events = _sse(streamed.text)
+    assert "error" in events[-1] and "response_format" in events[-1]["error"]["message"]
+    assert not [e for e in events if e.get("choices") and e["choices"][0]["delta"].get("content")]
+    assert as_text.json()["choices"][0]["message"]["content"] == "Blue is a colour."
