@@ -11,10 +11,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["UPSTREAM_FEATURES", "ServerSettings", "default_db_path"]
 
-UPSTREAM_FEATURES = frozenset({"response_format", "vllm"})
-"""What ``--upstream-supports`` may declare: ``response_format`` (forwarded, and every answer checked
-against it here), ``vllm`` (the vLLM fields ``top_k``, ``min_p``, ``repetition_penalty``,
-``min_tokens`` and the chat template fields, forwarded as sent)."""
+UPSTREAM_FEATURES = frozenset({"logprobs", "response_format", "vllm"})
+"""What ``--upstream-supports`` may declare: ``logprobs`` (the upstream's, passed on), ``response_format``
+(forwarded, and every answer checked against it here), ``vllm`` (the vLLM fields ``top_k``, ``min_p``,
+``repetition_penalty``, ``min_tokens`` and the chat template fields, forwarded as sent)."""
 
 
 def default_db_path() -> str:

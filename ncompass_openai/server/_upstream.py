@@ -40,8 +40,9 @@ from .._compat import httpx
 from .._streaming import _SSEParser
 from ._bridge import END, GenerationEvent, GenerationStream, LoopSink, Sink
 from ._exceptions import ModelNotRunning, ModelUnavailableError, QueueFullError, UpstreamError
+from ._logprobs import parse_chat_logprobs, parse_completion_logprobs
 from ._replicas import Replica, ReplicaPool
-from ._runtime import Runtime
+from ._runtime import Runtime, TokenLogprobs
 from ._settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -342,9 +343,11 @@ class UpstreamRuntime(Runtime):
                 if delta.get("tool_calls"):
                     raise UpstreamError("The upstream answered with tool calls, which were not asked for.")
                 text = delta.get("content") or ""
+                tokens = parse_chat_logprobs(choice.get("logprobs"))
             else:
                 text = choice.get("text") or ""
-            read.add(index, text, choice.get("finish_reason"))
+                tokens = parse_completion_logprobs(choice.get("logprobs"))
+            read.add(index, text, choice.get("finish_reason"), tokens)
         return False
 
     def _release(self, tenant: str) -> None:
@@ -418,25 +421,28 @@ def _run_shell(command: str, env: dict[str, str], timeout: float) -> tuple[int |
 
 
 class _Reading:
-    """One upstream answer being read: each choice's token count, and its held-back text under a check."""
+    """One upstream answer being read: each choice's token count, and its held-back text under a check.
+
+    A chunk with logprobs becomes one event per token (the first with the chunk's text), as an engine's
+    stream has; without them, one event per chunk, counted as one token.
+    """
 
     def __init__(self, sink: Sink, stream: GenerationStream, chat: bool, check: AnswerCheck | None) -> None:
         self.sink, self.stream, self.chat, self.check = sink, stream, chat, check
         self.counts: collections.Counter[int] = collections.Counter()
-        self.held: dict[int, list[str]] = collections.defaultdict(list)
+        self.held: dict[int, list[tuple[str, list[TokenLogprobs]]]] = collections.defaultdict(list)
 
-    def add(self, index: int, text: str, finish: Any) -> None:
-        if text:
-            self.counts[index] += 1
-        elif finish is None:
+    def add(self, index: int, text: str, finish: Any, tokens: list[TokenLogprobs]) -> None:
+        if not text and not tokens and finish is None:
             return
         if self.check is None:
-            self.sink.push(GenerationEvent(index, text, finish, self.counts[index]))
+            self._push(index, text, finish, tokens)
             return
-        self.held[index].append(text)
+        self.held[index].append((text, tokens))
         if finish is None:
             return
-        whole = "".join(self.held.pop(index))
+        parts = self.held.pop(index)
+        whole = "".join(part for part, _ in parts)
         why = self.check(whole) if finish == "stop" else None
         if why is not None:
             raise UpstreamError(
@@ -444,4 +450,18 @@ class _Reading:
                 "was sent. The upstream is declared to enforce it (--upstream-supports response_format): "
                 "check that it does."
             )
-        self.sink.push(GenerationEvent(index, whole, finish, self.counts[index]))
+        self._push(index, whole, finish, [t for _, held in parts for t in held])
+
+    def _push(self, index: int, text: str, finish: Any, tokens: list[TokenLogprobs]) -> None:
+        if not tokens:
+            if text:
+                self.counts[index] += 1
+            self.sink.push(GenerationEvent(index, text, finish, self.counts[index]))
+            return
+        for k, token in enumerate(tokens):
+            self.counts[index] += 1
+            last = k == len(tokens) - 1
+            event = GenerationEvent(
+                index, text if k == 0 else "", finish if last else None, self.counts[index], token
+            )
+            self.sink.push(event)

@@ -218,6 +218,17 @@ def test_declared_response_format_is_forwarded_and_its_schema_checked_first(
     assert "constrained decoding" in answer.json()["error"]["message"]
 
 
+def test_declared_logprobs_are_forwarded(
+    make_server: Callable[..., LocalServer], client: Callable[..., httpx.Client], upstreams: list[LocalServer]
+) -> None:
+    gw = _gateway(make_server, [upstreams[0].base_url], upstream_supports=["logprobs"])
+    with client(gw) as c:
+        answer = c.post("/v1/chat/completions", json={**CHAT, "logprobs": True, "top_logprobs": 2})
+    # Forwarded: this upstream (the synthetic engine) has no probabilities, and says so.
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "upstream_refused"
+    assert "logprobs" in answer.json()["error"]["message"]
+
+
 def test_start_and_stop_without_commands_say_which_flags(
     make_server: Callable[..., LocalServer], client: Callable[..., httpx.Client], upstreams: list[LocalServer]
 ) -> None:
@@ -657,3 +668,65 @@ def test_an_upstream_that_ignores_the_format_is_caught(
     assert "error" in events[-1] and "response_format" in events[-1]["error"]["message"]
     assert not [e for e in events if e.get("choices") and e["choices"][0]["delta"].get("content")]
     assert as_text.json()["choices"][0]["message"]["content"] == "Blue is a colour."
+
+
+@pytest.mark.model
+def test_logprobs_come_from_the_upstream(
+    make_server: Callable[..., LocalServer],
+    client: Callable[..., httpx.Client],
+    model_server: Any,
+    api_key: str,
+) -> None:
+    gw = _gateway(
+        make_server, [model_server.base_url], upstream_api_key=api_key, upstream_supports=["logprobs"]
+    )
+    headers = {"Authorization": f"Bearer {api_key}"}
+    with client(gw, timeout=120) as c:
+        model = c.get("/v1/models").json()["data"][0]["id"]
+        # A seed: the upstream decodes the whole prompt each time, so the same request gives the same numbers.
+        chat = {
+            "model": model,
+            "messages": [{"role": "user", "content": "Name a colour."}],
+            "max_tokens": 6,
+            "temperature": 0,
+            "seed": 7,
+            "logprobs": True,
+            "top_logprobs": 2,
+        }
+        completion = {
+            "model": model,
+            "prompt": "The sky is",
+            "max_tokens": 5,
+            "temperature": 0,
+            "seed": 7,
+            "logprobs": 2,
+        }
+        for path, body in (("/chat/completions", chat), ("/completions", completion)):
+            direct = httpx.post(model_server.base_url + path, json=body, headers=headers, timeout=120).json()
+            through = c.post("/v1" + path, json=body).json()
+            streamed = c.post("/v1" + path, json={**body, "stream": True})
+            want, got = direct["choices"][0]["logprobs"], through["choices"][0]["logprobs"]
+            if path == "/chat/completions":
+                pieces = [
+                    p
+                    for ch in _sse(streamed.text)
+                    if ch["choices"] and ch["choices"][0]["logprobs"]
+                    for p in ch["choices"][0]["logprobs"]["content"]
+                ]
+                for entries in (got["content"], pieces):
+                    assert [e["token"] for e in entries] == [e["token"] for e in want["content"]]
+                    assert [e["logprob"] for e in entries] == pytest.approx(
+                        [e["logprob"] for e in want["content"]], abs=1e-4
+                    )
+                    assert [len(e["top_logprobs"]) for e in entries] == [2] * len(entries)
+            else:
+                pieces = [
+                    t
+                    for ch in _sse(streamed.text)
+                    if ch["choices"][0]["logprobs"]
+                    for t in ch["choices"][0]["logprobs"]["tokens"]
+                ]
+                assert got["tokens"] == want["tokens"] == pieces
+                assert got["token_logprobs"] == pytest.approx(want["token_logprobs"], abs=1e-4)
+                assert got["text_offset"] == want["text_offset"]
+            assert through["usage"]["completion_tokens"] == direct["usage"]["completion_tokens"]
