@@ -38,6 +38,9 @@ class GenerationEvent:
     completion_tokens: int
     logprobs: TokenLogprobs | None = None
     cached_tokens: int = 0  # on a choice's first event: prompt tokens the engine reused from its cache
+    # The openai engine: an upstream's tool-call deltas in OpenAI's streamed shape ({index, id, type,
+    # function: {name, arguments}}, the arguments in pieces), passed on as they come.
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
 
 class Sink:

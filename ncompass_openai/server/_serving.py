@@ -201,6 +201,20 @@ class Collected:
     finish: list[str | None]
     completion_tokens: int
     logprobs: list[list[TokenLogprobs]]
+    tool_calls: list[list[dict[str, Any]]]  # an upstream's calls (the openai engine), whole
+
+
+def merge_tool_calls(calls: list[dict[str, Any]], deltas: tuple[dict[str, Any], ...]) -> None:
+    """Add streamed tool-call ``deltas`` to the whole ``calls`` (by their ``index``; arguments appended)."""
+    for delta in deltas:
+        k = int(delta.get("index") or 0)
+        while len(calls) <= k:
+            calls.append({"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+        call, function = calls[k], delta.get("function") or {}
+        call["id"] = delta.get("id") or call["id"]
+        call["type"] = delta.get("type") or call["type"]
+        call["function"]["name"] += function.get("name") or ""
+        call["function"]["arguments"] += function.get("arguments") or ""
 
 
 async def _close(stream: GenerationStream) -> None:
@@ -243,12 +257,15 @@ async def _gather(
 ) -> Collected | None:
     parts: list[list[str]] = [[] for _ in range(total)]
     logprobs: list[list[TokenLogprobs]] = [[] for _ in range(total)]
+    calls: list[list[dict[str, Any]]] = [[] for _ in range(total)]
     finish: list[str | None] = [None] * total
     tokens = [0] * total
     answered = False
     try:
         async for event in stream:
             parts[event.index].append(event.text)
+            if event.tool_calls:
+                merge_tool_calls(calls[event.index], event.tool_calls)
             if event.logprobs is not None:
                 logprobs[event.index].append(event.logprobs)
             tokens[event.index] = event.completion_tokens
@@ -265,7 +282,9 @@ async def _gather(
             await billing.record(stream.prompt_tokens, stream.completion_tokens(sum(tokens)))
     if not answered:
         return None
-    return Collected(["".join(p) for p in parts], finish, stream.completion_tokens(sum(tokens)), logprobs)
+    return Collected(
+        ["".join(p) for p in parts], finish, stream.completion_tokens(sum(tokens)), logprobs, calls
+    )
 
 
 def _error_event(exc: BaseException) -> str:

@@ -162,10 +162,17 @@ async def serve_chat(
         for i, text in enumerate(collected.texts):
             content, calls, finish = answer_of(text, plan, collected.finish[i])
             logprobs = chat_logprobs(collected.logprobs[i]) if req.logprobs else None
+            message = assistant_message(content, calls)
+            if collected.tool_calls[i]:  # an upstream's calls (the openai engine)
+                message = {
+                    "role": "assistant",
+                    "content": content or None,
+                    "tool_calls": collected.tool_calls[i],
+                }
             choices.append(
                 {
                     "index": i,
-                    "message": assistant_message(content, calls),
+                    "message": message,
                     "logprobs": logprobs,
                     "finish_reason": finish,
                 }
@@ -182,6 +189,8 @@ async def serve_chat(
 
         def encode(event: GenerationEvent) -> str:
             index, text = event.index, event.text
+            if event.tool_calls:  # an upstream's tool-call piece (the openai engine), passed on
+                return delta(index, {"tool_calls": list(event.tool_calls)}, None)
             logprobs = chat_logprobs([event.logprobs]) if event.logprobs is not None else None
             if event.finish_reason is None:  # no empty content deltas (held-back text), unless with logprobs
                 return delta(index, {"content": text}, None, logprobs) if text or logprobs else ""

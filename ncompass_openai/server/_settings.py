@@ -11,8 +11,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["UPSTREAM_FEATURES", "ServerSettings", "default_db_path"]
 
-UPSTREAM_FEATURES = frozenset({"logprobs", "response_format", "vllm"})
-"""What ``--upstream-supports`` may declare: ``logprobs`` (the upstream's, passed on), ``response_format``
+UPSTREAM_FEATURES = frozenset({"logprobs", "response_format", "tools", "vllm"})
+"""What ``--upstream-supports`` may declare: ``logprobs`` (the upstream's, passed on), ``tools`` (the
+upstream's tool calls, passed on), ``response_format``
 (forwarded, and every answer checked against it here), ``vllm`` (the vLLM fields ``top_k``, ``min_p``,
 ``repetition_penalty``, ``min_tokens`` and the chat template fields, forwarded as sent)."""
 

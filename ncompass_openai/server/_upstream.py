@@ -192,7 +192,12 @@ class UpstreamRuntime(Runtime):
         stream = GenerationStream(sink, [0], choices)
         chat = path == "/chat/completions"
         pump = loop.create_task(
-            self._relaying(self._pump(response, sink, stream, chat, check), replica, response, sink)
+            self._relaying(
+                self._pump(response, _Reading(sink, stream, chat, check, "tools" in body)),
+                replica,
+                response,
+                sink,
+            )
         )
         self._pumps.add(pump)
 
@@ -289,17 +294,9 @@ class UpstreamRuntime(Runtime):
             with contextlib.suppress(Exception):
                 await asyncio.shield(response.aclose())
 
-    async def _pump(
-        self,
-        response: httpx.Response,
-        sink: Sink,
-        stream: GenerationStream,
-        chat: bool,
-        check: AnswerCheck | None,
-    ) -> None:
+    async def _pump(self, response: httpx.Response, read: _Reading) -> None:
         """A streamed answer: each upstream chunk's choices become events, up to ``[DONE]``."""
         parser = _SSEParser()
-        read = _Reading(sink, stream, chat, check)
         async for raw in response.aiter_raw():
             for data in parser.feed(raw):
                 if self._relay(data, read):
@@ -340,14 +337,15 @@ class UpstreamRuntime(Runtime):
             index = int(choice.get("index") or 0)
             if read.chat:
                 delta = choice.get("delta") or {}
-                if delta.get("tool_calls"):
+                calls = tuple(delta.get("tool_calls") or ())
+                if calls and not read.tools:
                     raise UpstreamError("The upstream answered with tool calls, which were not asked for.")
                 text = delta.get("content") or ""
                 tokens = parse_chat_logprobs(choice.get("logprobs"))
             else:
-                text = choice.get("text") or ""
+                text, calls = choice.get("text") or "", ()
                 tokens = parse_completion_logprobs(choice.get("logprobs"))
-            read.add(index, text, choice.get("finish_reason"), tokens)
+            read.add(index, text, choice.get("finish_reason"), tokens, calls)
         return False
 
     def _release(self, tenant: str) -> None:
@@ -427,12 +425,24 @@ class _Reading:
     stream has; without them, one event per chunk, counted as one token.
     """
 
-    def __init__(self, sink: Sink, stream: GenerationStream, chat: bool, check: AnswerCheck | None) -> None:
-        self.sink, self.stream, self.chat, self.check = sink, stream, chat, check
+    def __init__(
+        self, sink: Sink, stream: GenerationStream, chat: bool, check: AnswerCheck | None, tools: bool
+    ) -> None:
+        self.sink, self.stream, self.chat, self.check, self.tools = sink, stream, chat, check, tools
         self.counts: collections.Counter[int] = collections.Counter()
         self.held: dict[int, list[tuple[str, list[TokenLogprobs]]]] = collections.defaultdict(list)
 
-    def add(self, index: int, text: str, finish: Any, tokens: list[TokenLogprobs]) -> None:
+    def add(
+        self,
+        index: int,
+        text: str,
+        finish: Any,
+        tokens: list[TokenLogprobs],
+        calls: tuple[dict[str, Any], ...],
+    ) -> None:
+        if calls:  # a tool call's piece: one event of its own, counted as a token
+            self.counts[index] += 1
+            self.sink.push(GenerationEvent(index, "", None, self.counts[index], tool_calls=calls))
         if not text and not tokens and finish is None:
             return
         if self.check is None:

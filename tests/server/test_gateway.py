@@ -33,6 +33,13 @@ from .conftest import ServerProcess
 
 UP = "nc-upstream-secret-key-7f3a9c"  # the gateway's key to its upstreams: must never leak
 CHAT = {"model": "synthetic", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 6}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 
 
 def _upstream(**overrides: Any) -> LocalServer:
@@ -227,6 +234,17 @@ def test_declared_logprobs_are_forwarded(
     # Forwarded: this upstream (the synthetic engine) has no probabilities, and says so.
     assert answer.status_code == 400 and answer.json()["error"]["code"] == "upstream_refused"
     assert "logprobs" in answer.json()["error"]["message"]
+
+
+def test_declared_tools_are_forwarded(
+    make_server: Callable[..., LocalServer], client: Callable[..., httpx.Client], upstreams: list[LocalServer]
+) -> None:
+    gw = _gateway(make_server, [upstreams[0].base_url], upstream_supports=["tools"])
+    with client(gw) as c:
+        answer = c.post("/v1/chat/completions", json={**CHAT, "tools": [WEATHER]})
+    # Forwarded: this upstream (the synthetic engine) cannot constrain a call, and says so.
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "upstream_refused"
+    assert "tools" in answer.json()["error"]["message"]
 
 
 def test_start_and_stop_without_commands_say_which_flags(
@@ -730,3 +748,54 @@ def test_logprobs_come_from_the_upstream(
                 assert got["token_logprobs"] == pytest.approx(want["token_logprobs"], abs=1e-4)
                 assert got["text_offset"] == want["text_offset"]
             assert through["usage"]["completion_tokens"] == direct["usage"]["completion_tokens"]
+
+
+@pytest.mark.model
+def test_tool_calls_come_from_the_upstream(
+    make_server: Callable[..., LocalServer],
+    client: Callable[..., httpx.Client],
+    model_server: Any,
+    api_key: str,
+) -> None:
+    gw = _gateway(make_server, [model_server.base_url], upstream_api_key=api_key, upstream_supports=["tools"])
+    headers = {"Authorization": f"Bearer {api_key}"}
+    with client(gw, timeout=120) as c:
+        model = c.get("/v1/models").json()["data"][0]["id"]
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+            "tools": [WEATHER],
+            "tool_choice": "required",
+            "max_tokens": 200,
+            "temperature": 0,
+            "seed": 3,
+        }
+        direct = httpx.post(
+            model_server.base_url + "/chat/completions", json=body, headers=headers, timeout=120
+        )
+        through = c.post("/v1/chat/completions", json=body)
+        streamed = c.post("/v1/chat/completions", json={**body, "stream": True})
+
+    def calls(message: dict[str, Any]) -> list[tuple[str, Any]]:
+        return [
+            (t["function"]["name"], json.loads(t["function"]["arguments"])) for t in message["tool_calls"]
+        ]
+
+    want = direct.json()["choices"][0]
+    got = through.json()["choices"][0]
+    assert want["finish_reason"] == got["finish_reason"] == "tool_calls"
+    assert calls(got["message"]) == calls(want["message"]) and calls(got["message"])[0][0] == "get_weather"
+    assert got["message"]["content"] is None
+    assert got["message"]["tool_calls"][0]["id"].startswith("call_")
+    # Streamed: OpenAI's tool-call deltas, passed on; put together they are the same calls.
+    chunks = [ch for ch in _sse(streamed.text) if ch["choices"]]
+    pieces: list[dict[str, Any]] = [
+        {"function": {"name": "", "arguments": ""}} for _ in want["message"]["tool_calls"]
+    ]
+    for chunk in chunks:
+        for delta in chunk["choices"][0]["delta"].get("tool_calls") or ():
+            function = pieces[delta["index"]]["function"]
+            function["name"] += delta.get("function", {}).get("name") or ""
+            function["arguments"] += delta.get("function", {}).get("arguments") or ""
+    assert calls({"tool_calls": pieces}) == calls(want["message"])
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
