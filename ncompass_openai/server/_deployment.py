@@ -151,11 +151,12 @@ class DeploymentManager:
 
     def to_json(self, tenant_id: str) -> dict[str, Any]:
         dep = self._dep(tenant_id)
+        state = self._state_of(dep)
         return {
             "object": "deployment",
             "model": self.runtime.model_id,
-            "state": self._state_of(dep),
-            "ready": self._state_of(dep) == "running",
+            "state": state,
+            "ready": state == "running",
             "state_since": dep.state_since,
             "last_request_at": dep.last_request_at,
             "idle_shutdown": self.idle_shutdown,

@@ -146,8 +146,8 @@ class ServerSettings(BaseSettings):
 
     @field_validator("api_keys", "upstream", "upstream_supports", mode="before")
     @classmethod
-    def _split_keys(cls, value: object) -> object:
-        # A comma separated string is the natural way to give several keys in one variable.
+    def _split_lists(cls, value: object) -> object:
+        # A comma separated string is the natural way to give several values in one variable.
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
