@@ -18,6 +18,7 @@ ANSWERS = {
     "langchain_chat.py": 3,
     "batch_job.py": 11,
     "prompt_cache.py": 3,
+    "gateway.py": 4,
 }
 
 

@@ -19,7 +19,7 @@ counted by chunk).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._auth import Tenant
 from ._exceptions import InvalidRequest, ModelUnavailableError
@@ -30,7 +30,10 @@ from ._settings import UPSTREAM_FEATURES
 from ._state import ServerState
 from ._upstream import UpstreamRuntime
 
-__all__ = ["forward", "refuse_unforwarded"]
+if TYPE_CHECKING:
+    from ._answer_check import AnswerCheck, CallsCheck
+
+__all__ = ["answer_checks", "forward", "refuse_undeclared", "refuse_unforwarded"]
 
 # The fields of a feature, and when a request uses it (a default value, such as `logprobs: false`, does not).
 _USED: dict[str, Callable[[Any], bool]] = {
@@ -88,18 +91,37 @@ def refuse_unforwarded(feature: str, param: str | None = None) -> InvalidRequest
     return InvalidRequest(message, param=param, code="unsupported_by_upstream")
 
 
-def _body(
-    req: ChatCompletionRequest | CompletionRequest, supports: frozenset[str], model: str
-) -> dict[str, Any]:
+def refuse_undeclared(req: ChatCompletionRequest | CompletionRequest, supports: frozenset[str]) -> None:
+    """Raise the 400 of the first field ``req`` uses whose feature is not in ``supports``."""
     sent = req.model_fields_set
     for name, feature in _FEATURE_OF.items():
         if name in sent and feature not in supports and _USED[name](getattr(req, name, None)):
             raise refuse_unforwarded(feature, name)
+
+
+def _body(
+    req: ChatCompletionRequest | CompletionRequest, supports: frozenset[str], model: str
+) -> dict[str, Any]:
+    refuse_undeclared(req, supports)
     body = req.model_dump(mode="json", exclude_unset=True, by_alias=True)
     body.pop("echo", None)  # the completions route puts the prompt in front itself, as for every engine
     # Always a stream, with its usage: the read timeout then bounds each wait, not a whole answer.
     body.update(model=model, stream=True, stream_options={"include_usage": True})
     return body
+
+
+def answer_checks(req: ChatCompletionRequest) -> tuple[AnswerCheck | None, CallsCheck | None]:
+    """The checks of each answer: against the request's ``response_format``, and its calls against its
+    ``tools``; ``None`` for what the request does not have."""
+    fmt = req.response_format
+    formatted = fmt is not None and fmt.type != "text"
+    if not formatted and not req.tools:
+        return None, None
+    from ._answer_check import answer_check, calls_check  # jsonschema: only when there is a check
+
+    check = answer_check(fmt) if fmt is not None and formatted else None
+    tools = calls_check(req.function_specs(), req.tool_choice_name()) if req.tools else None
+    return check, tools
 
 
 async def forward(
@@ -109,15 +131,10 @@ async def forward(
     runtime = state.runtime
     assert isinstance(runtime, UpstreamRuntime)
     body = _body(req, runtime.supports, runtime.upstream_model)
-    fmt = req.response_format if isinstance(req, ChatCompletionRequest) else None
-    check = None
-    if fmt is not None and fmt.type != "text":
-        from ._answer_check import answer_check  # jsonschema: only when there is a format to check
-
-        check = answer_check(fmt)
+    check, tools = answer_checks(req) if isinstance(req, ChatCompletionRequest) else (None, None)
     await admit(state, tenant, req.model)
     path = "/chat/completions" if isinstance(req, ChatCompletionRequest) else "/completions"
     try:
-        return await runtime.forward(tenant.id, path, body, choices, check)
+        return await runtime.forward(tenant.id, path, body, choices, check, calls_check=tools)
     except ModelUnavailableError:
         raise not_running(state, tenant) from None

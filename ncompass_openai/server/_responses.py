@@ -20,7 +20,7 @@ from ._errors import validation_message
 from ._exceptions import InvalidRequest
 from ._schemas import ChatCompletionRequest
 
-__all__ = ["ResponseRequest", "rename_param", "to_chat_request", "to_messages"]
+__all__ = ["ResponseRequest", "rename_param", "to_chat_request", "to_items", "to_messages"]
 
 _NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 _BUILT_IN_TOOLS = (
@@ -177,6 +177,34 @@ def to_messages(items: list[MessageItem | FunctionCallItem | FunctionCallOutputI
         else:
             messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.output})
     return messages
+
+
+def to_items(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat messages (``to_messages``'s) as input items again: what an upstream's ``/responses`` is sent."""
+    items: list[dict[str, Any]] = []
+    for message in messages:
+        if message["role"] == "tool":
+            items.append(
+                {
+                    "type": "function_call_output",
+                    "call_id": message["tool_call_id"],
+                    "output": message["content"],
+                }
+            )
+            continue
+        if message.get("content") is not None:
+            items.append({"type": "message", "role": message["role"], "content": message["content"]})
+        for call in message.get("tool_calls") or ():
+            function = call["function"]
+            items.append(
+                {
+                    "type": "function_call",
+                    "call_id": call["id"],
+                    "name": function["name"],
+                    "arguments": function["arguments"],
+                }
+            )
+    return items
 
 
 def to_chat_request(req: ResponseRequest, messages: list[dict[str, Any]]) -> ChatCompletionRequest:

@@ -28,6 +28,7 @@ from ._exceptions import ContextLengthError, InvalidRequest, ModelNotRunning, Mo
 from ._runtime import GenerationEvent, GenerationStream, SamplingParams, TokenLogprobs
 from ._schemas import ChatCompletionRequest, CompletionRequest
 from ._state import ServerState
+from ._tools import merge_tool_calls
 
 __all__ = [
     "Collected",
@@ -202,19 +203,6 @@ class Collected:
     completion_tokens: int
     logprobs: list[list[TokenLogprobs]]
     tool_calls: list[list[dict[str, Any]]]  # an upstream's calls (the openai engine), whole
-
-
-def merge_tool_calls(calls: list[dict[str, Any]], deltas: tuple[dict[str, Any], ...]) -> None:
-    """Add streamed tool-call ``deltas`` to the whole ``calls`` (by their ``index``; arguments appended)."""
-    for delta in deltas:
-        k = int(delta.get("index") or 0)
-        while len(calls) <= k:
-            calls.append({"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
-        call, function = calls[k], delta.get("function") or {}
-        call["id"] = delta.get("id") or call["id"]
-        call["type"] = delta.get("type") or call["type"]
-        call["function"]["name"] += function.get("name") or ""
-        call["function"]["arguments"] += function.get("arguments") or ""
 
 
 async def _close(stream: GenerationStream) -> None:

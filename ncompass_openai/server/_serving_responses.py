@@ -1,9 +1,11 @@
 """``POST /v1/responses``, ``GET`` and ``DELETE /v1/responses/{id}``: OpenAI's Responses API.
 
 A response decodes through the chat path (``_responses.py`` translates the request), so its formats and
-tools are enforced the same way. The answer is a ``response`` object whose ``output`` holds one
-``message`` item (``output_text``) or the ``function_call`` items; streamed, it is OpenAI's event sequence,
-each event with its ``sequence_number``::
+tools are enforced the same way; on the openai engine it is forwarded to the upstream's own route
+(``_forward_responses.py``), and its text and function calls come back as the same events. The answer
+is a ``response`` object whose ``output`` holds one ``message`` item (``output_text``) or the
+``function_call`` items; streamed, it is OpenAI's event sequence, each event with its
+``sequence_number``::
 
     response.created, response.in_progress,
     response.output_item.added, response.content_part.added, response.output_text.delta ...,
@@ -28,14 +30,14 @@ from fastapi.responses import JSONResponse, Response
 from ._auth import Tenant
 from ._billing import Billing
 from ._exceptions import InvalidRequest, NotFound
-from ._forward import refuse_unforwarded
+from ._forward_responses import forward_response
 from ._responses import FunctionChoice, ResponseRequest, rename_param, to_chat_request, to_messages
-from ._runtime import GenerationEvent
+from ._runtime import GenerationEvent, GenerationStream
 from ._serving import collect, stream_response
 from ._serving_chat import answer_of, assistant_message, start_chat
 from ._sse import event
 from ._state import ServerState
-from ._tools import ToolCall, argument_pieces
+from ._tools import ToolCall, ToolPlan, argument_pieces, merge_tool_calls
 
 __all__ = ["delete_response", "get_response", "serve_response"]
 
@@ -62,6 +64,28 @@ def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> di
 def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
     return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
+
+
+def _answer(
+    text: str, plan: ToolPlan | None, finish: str | None, upstream_calls: list[dict[str, Any]]
+) -> tuple[str | None, list[ToolCall], str | None]:
+    """``(content, calls, finish_reason)`` of the answer: parsed by the tool plan, or an upstream's calls."""
+    if not upstream_calls:
+        return answer_of(text, plan, finish)
+    calls = [ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"]) for c in upstream_calls]
+    return text or None, calls, "tool_calls"
+
+
+async def _start(
+    state: ServerState, tenant: Tenant, req: ResponseRequest, conversation: list[dict[str, Any]]
+) -> tuple[GenerationStream, ToolPlan | None]:
+    """The response's stream: decoded through the chat path, or forwarded whole (the openai engine)."""
+    try:
+        if state.forwards:
+            return await forward_response(state, tenant, req, conversation), None
+        return await start_chat(state, tenant, to_chat_request(req, conversation))
+    except InvalidRequest as exc:
+        raise InvalidRequest(exc.message, param=rename_param(exc.param), code=exc.code) from None
 
 
 def _call_item(call: ToolCall, status: str = "completed", arguments: str | None = None) -> dict[str, Any]:
@@ -141,8 +165,6 @@ async def serve_response(
     request: Request, state: ServerState, tenant: Tenant, req: ResponseRequest
 ) -> Response:
     """Answer one ``POST /v1/responses``."""
-    if state.forwards:
-        raise refuse_unforwarded("the Responses API (use /v1/chat/completions)")
     billing = Billing(state, tenant, "/v1/responses")
     history: list[dict[str, Any]] = []
     if req.previous_response_id is not None:
@@ -151,17 +173,16 @@ async def serve_response(
             raise _not_found(req.previous_response_id, "previous_response_id")
         history = found[1]
     conversation = [*history, *to_messages(req.input_items())]
-    try:
-        stream, plan = await start_chat(state, tenant, to_chat_request(req, conversation))
-    except InvalidRequest as exc:
-        raise InvalidRequest(exc.message, param=rename_param(exc.param), code=exc.code) from None
+    stream, plan = await _start(state, tenant, req, conversation)
     answer = _Response(state, req, conversation)
 
     if not req.stream:
         collected = await collect(request, state, tenant, billing, stream, 1)
         if collected is None:
             return Response(status_code=499)  # nobody is listening; the status only shows in logs
-        content, calls, finish = answer_of(collected.texts[0], plan, collected.finish[0])
+        content, calls, finish = _answer(
+            collected.texts[0], plan, collected.finish[0], collected.tool_calls[0]
+        )
         status = "incomplete" if finish == "length" else "completed"
         usage = _usage(stream.prompt_tokens, collected.completion_tokens, stream.cached_tokens)
         body = await answer.finish(state, tenant, (content, calls), status, usage)
@@ -178,7 +199,10 @@ async def serve_response(
         emit("response.in_progress", response=in_progress),
     ]
     parts: list[str] = []
+    upstream_calls: list[dict[str, Any]] = []
     ended: dict[str, Any] = {}
+    # The answer is sent whole at its end when it may be calls: parsed by the plan, or an upstream's.
+    whole = plan is not None or (state.forwards and bool(req.tools))
 
     def open_message() -> str:
         item = _message_item(answer.message_id, "", "in_progress")
@@ -192,7 +216,7 @@ async def serve_response(
             part=part,
         )
 
-    if plan is None:  # plain text streams as it is generated
+    if not whole:  # plain text streams as it is generated
         head.append(open_message())
 
     def delta(text: str) -> str:
@@ -201,15 +225,17 @@ async def serve_response(
 
     def encode(ev: GenerationEvent) -> str:
         parts.append(ev.text)
+        if ev.tool_calls:
+            merge_tool_calls(upstream_calls, ev.tool_calls)
         if ev.finish_reason is not None:
             ended["finish"] = ev.finish_reason
-        if plan is None:
+        if not whole:
             return delta(ev.text) if ev.text else ""
         return ""
 
     async def tail(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> str:
         text = "".join(parts)
-        content, calls, finish = answer_of(text, plan, ended.get("finish"))
+        content, calls, finish = _answer(text, plan, ended.get("finish"), upstream_calls)
         status = "incomplete" if finish == "length" else "completed"
         events: list[str] = []
         if calls:
@@ -236,7 +262,7 @@ async def serve_response(
                 )
                 events.append(emit("response.output_item.done", output_index=k, item=_call_item(call)))
         else:
-            if plan is not None:  # tools were offered, the model answered in text: it comes whole
+            if whole:  # tools were offered, the model answered in text: it comes whole
                 events.append(open_message())
                 if content:
                     events.append(delta(content))

@@ -12,7 +12,14 @@ __all__ = ["DONE", "event", "response"]
 
 DONE = "data: [DONE]\n\n"
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+try:  # orjson (in the server extra) encodes an event about 4x faster than json
+    import orjson
+
+    def _dumps(payload: Any) -> str:
+        return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS).decode()
+
+except ImportError:  # pragma: no cover - a server installed without its extra
+    _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def event(payload: Any, name: str | None = None) -> str:

@@ -40,6 +40,7 @@ __all__ = [
     "ToolPlan",
     "argument_pieces",
     "check_tool_names",
+    "merge_tool_calls",
     "parse_answer",
     "plan_tools",
     "render_history",
@@ -258,3 +259,16 @@ def _arguments(arguments: Any) -> Any:
         except ValueError:
             return arguments
     return arguments if arguments is not None else {}
+
+
+def merge_tool_calls(calls: list[dict[str, Any]], deltas: tuple[dict[str, Any], ...]) -> None:
+    """Add streamed tool-call ``deltas`` to the whole ``calls`` (by their ``index``; arguments appended)."""
+    for delta in deltas:
+        k = int(delta.get("index") or 0)
+        while len(calls) <= k:
+            calls.append({"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+        call, function = calls[k], delta.get("function") or {}
+        call["id"] = delta.get("id") or call["id"]
+        call["type"] = delta.get("type") or call["type"]
+        call["function"]["name"] += function.get("name") or ""
+        call["function"]["arguments"] += function.get("arguments") or ""

@@ -37,16 +37,18 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from .._compat import httpx
-from .._streaming import _SSEParser
+from .._streaming import _loads, _SSEParser
 from ._bridge import END, GenerationEvent, GenerationStream, LoopSink, Sink
 from ._exceptions import ModelNotRunning, ModelUnavailableError, QueueFullError, UpstreamError
 from ._logprobs import parse_chat_logprobs, parse_completion_logprobs
 from ._replicas import Replica, ReplicaPool
 from ._runtime import Runtime, TokenLogprobs
 from ._settings import ServerSettings
+from ._tools import merge_tool_calls
 
 if TYPE_CHECKING:
-    from ._answer_check import AnswerCheck  # jsonschema is imported only when a format is checked
+    from ._answer_check import AnswerCheck, CallsCheck  # jsonschema: imported only when answers are checked
+    from ._forward_responses import ResponseEvents
 
 __all__ = ["UpstreamRuntime"]
 
@@ -164,12 +166,23 @@ class UpstreamRuntime(Runtime):
 
     # ------------------------------------------------------------- forwarding
     async def forward(
-        self, tenant: str, path: str, body: dict[str, Any], choices: int, check: AnswerCheck | None = None
+        self,
+        tenant: str,
+        path: str,
+        body: dict[str, Any],
+        choices: int,
+        check: AnswerCheck | None = None,
+        events: ResponseEvents | None = None,
+        calls_check: CallsCheck | None = None,
     ) -> GenerationStream:
         """Send ``body`` to ``path`` of a replica; its events, once the upstream answered 200.
 
         ``check``: each choice is held back until it ends, and one that ends on its own (``stop``) is
         sent only if ``check(text)`` finds nothing wrong (else an :class:`UpstreamError` ends the stream).
+        ``calls_check``: likewise, each choice's tool calls are held back until it ends, and sent only
+        if ``calls_check(calls, finish_reason)`` finds nothing wrong.
+        ``events``: the reader of a Responses API stream (``/responses``); without it the upstream's
+        chunks are chat's or completions' (by ``path``).
 
         Raises:
             QueueFullError: the tenant has ``max_queue_per_key`` requests in flight.
@@ -193,7 +206,9 @@ class UpstreamRuntime(Runtime):
         chat = path == "/chat/completions"
         pump = loop.create_task(
             self._relaying(
-                self._pump(response, _Reading(sink, stream, chat, check, "tools" in body)),
+                self._pump(
+                    response, _Reading(sink, stream, chat, check, "tools" in body, events, calls_check)
+                ),
                 replica,
                 response,
                 sink,
@@ -242,7 +257,7 @@ class UpstreamRuntime(Runtime):
             if response.status_code == 200:
                 return replica, response
             try:
-                error = self._refusal(response.status_code, await response.aread(), response.headers)
+                error = self._refusal(path, response.status_code, await response.aread(), response.headers)
             finally:
                 await response.aclose()
                 replica.outstanding -= 1
@@ -254,7 +269,7 @@ class UpstreamRuntime(Runtime):
             raise last
         raise ModelNotRunning("starting", retry_after=self.pool.interval)
 
-    def _refusal(self, status: int, raw: bytes, headers: httpx.Headers) -> UpstreamError:
+    def _refusal(self, path: str, status: int, raw: bytes, headers: httpx.Headers) -> UpstreamError:
         message, param = f"HTTP {status}", None
         with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
             error = json.loads(raw)["error"]
@@ -265,6 +280,11 @@ class UpstreamRuntime(Runtime):
             text = (
                 f"The upstream refused this server's own key ({status}): the operator must fix "
                 "--upstream-api-key. Your request was not the problem."
+            )
+        elif status == 404 and param is None:
+            text = (
+                f"The upstream has no {path} route (404: {self._scrub(message)}), though this server is set "
+                "up to send it there: the operator must check --upstream and --upstream-supports."
             )
         else:
             text = f"The upstream answered {status}: {self._scrub(message)}"
@@ -321,7 +341,7 @@ class UpstreamRuntime(Runtime):
         if data == b"[DONE]":
             return True
         try:
-            event = json.loads(data)
+            event = _loads(data)
         except ValueError:
             raise UpstreamError(
                 "The upstream sent an event that is not JSON; the answer is incomplete."
@@ -332,6 +352,11 @@ class UpstreamRuntime(Runtime):
             error = event["error"]
             message = error.get("message") if isinstance(error, dict) else error
             raise UpstreamError(f"The upstream failed mid-stream: {self._scrub(str(message))}")
+        if read.events is not None:
+            try:
+                return read.events.feed(event, read)
+            except UpstreamError as exc:
+                raise UpstreamError(self._scrub(exc.message)) from None
         self._usage(event, read.stream)
         for choice in event.get("choices") or ():
             index = int(choice.get("index") or 0)
@@ -426,9 +451,18 @@ class _Reading:
     """
 
     def __init__(
-        self, sink: Sink, stream: GenerationStream, chat: bool, check: AnswerCheck | None, tools: bool
+        self,
+        sink: Sink,
+        stream: GenerationStream,
+        chat: bool,
+        check: AnswerCheck | None,
+        tools: bool,
+        events: ResponseEvents | None = None,
+        calls_check: CallsCheck | None = None,
     ) -> None:
         self.sink, self.stream, self.chat, self.check, self.tools = sink, stream, chat, check, tools
+        self.events, self.calls_check = events, calls_check
+        self.held_calls: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
         self.counts: collections.Counter[int] = collections.Counter()
         self.held: dict[int, list[tuple[str, list[TokenLogprobs]]]] = collections.defaultdict(list)
 
@@ -440,11 +474,16 @@ class _Reading:
         tokens: list[TokenLogprobs],
         calls: tuple[dict[str, Any], ...],
     ) -> None:
-        if calls:  # a tool call's piece: one event of its own, counted as a token
+        if calls:  # a tool call's piece, counted as a token: passed on, or held for the check
             self.counts[index] += 1
-            self.sink.push(GenerationEvent(index, "", None, self.counts[index], tool_calls=calls))
+            if self.calls_check is None:
+                self.sink.push(GenerationEvent(index, "", None, self.counts[index], tool_calls=calls))
+            else:
+                merge_tool_calls(self.held_calls[index], calls)
         if not text and not tokens and finish is None:
             return
+        if finish is not None and self.calls_check is not None:
+            self._check_calls(index, finish)
         if self.check is None:
             self._push(index, text, finish, tokens)
             return
@@ -461,6 +500,21 @@ class _Reading:
                 "check that it does."
             )
         self._push(index, whole, finish, [t for _, held in parts for t in held])
+
+    def _check_calls(self, index: int, finish: Any) -> None:
+        """Send a choice's held calls whole (one delta each), once ``calls_check`` passes them."""
+        assert self.calls_check is not None
+        whole = self.held_calls.pop(index, [])
+        why = self.calls_check(whole, finish)
+        if why is not None:
+            raise UpstreamError(
+                f"The upstream's tool calls do not match the request's tools ({why}); nothing of them was "
+                "sent. The upstream is declared to enforce them (--upstream-supports tools): check that "
+                "it does."
+            )
+        if whole:
+            deltas = tuple({"index": k, **call} for k, call in enumerate(whole))
+            self.sink.push(GenerationEvent(index, "", None, self.counts[index], tool_calls=deltas))
 
     def _push(self, index: int, text: str, finish: Any, tokens: list[TokenLogprobs]) -> None:
         if not tokens:

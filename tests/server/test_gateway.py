@@ -247,6 +247,60 @@ def test_declared_tools_are_forwarded(
     assert "tools" in answer.json()["error"]["message"]
 
 
+def test_declared_responses_are_forwarded_and_kept_here(
+    make_server: Callable[..., LocalServer],
+    client: Callable[..., httpx.Client],
+    upstreams: list[LocalServer],
+    own_keys: tuple[str, str],
+) -> None:
+    gw = _gateway(make_server, [u.base_url for u in upstreams], upstream_supports=["responses"])
+    up = {"Authorization": f"Bearer {UP}"}
+    first = {"model": "synthetic", "input": "hello there", "max_output_tokens": 5, "temperature": 0}
+    direct = httpx.post(upstreams[0].base_url + "/responses", json=first, headers=up).json()
+    with client(gw) as c:
+        answer = c.post("/v1/responses", json=first)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["output"][0]["content"][0]["text"] == direct["output"][0]["content"][0]["text"]
+        assert body["usage"] == direct["usage"] and body["status"] == "incomplete"
+        assert body["id"] != direct["id"] and c.get(f"/v1/responses/{body['id']}").json() == body
+        # Continued here: the upstream is sent the whole conversation, and stores nothing.
+        follow = {"model": "synthetic", "input": "and then", "max_output_tokens": 3, "temperature": 0}
+        streamed = c.post(
+            "/v1/responses", json={**follow, "previous_response_id": body["id"], "stream": True}
+        )
+        events = _sse(streamed.text)
+        whole = [
+            {"role": "user", "content": "hello there"},
+            {"role": "assistant", "content": body["output"][0]["content"][0]["text"]},
+            {"role": "user", "content": "and then"},
+        ]
+        want = httpx.post(
+            upstreams[0].base_url + "/responses", json={**follow, "input": whole, "stream": True}, headers=up
+        )
+        assert [e["type"] for e in events] == [e["type"] for e in _sse(want.text)]
+        done, want_done = events[-1]["response"], _sse(want.text)[-1]["response"]
+        assert (
+            done["usage"] == want_done["usage"]
+            and done["output"][0]["content"] == want_done["output"][0]["content"]
+        )
+        assert done["previous_response_id"] == body["id"]
+        # The conversation is this server's: another tenant cannot continue it.
+    with client(gw, key=own_keys[1]) as other:
+        stranger = other.post("/v1/responses", json={**follow, "previous_response_id": body["id"]})
+    assert stranger.status_code == 404 and stranger.json()["error"]["param"] == "previous_response_id"
+    # Its tools need their own declaration, named as the Responses field.
+    with client(gw) as c:
+        tool = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+        refused = c.post("/v1/responses", json={**first, "tools": [tool]})
+        fmt = {"format": {"type": "json_object"}}
+        refused_format = c.post("/v1/responses", json={**first, "text": fmt})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "tools"
+    assert "--upstream-supports tools" in refused.json()["error"]["message"]
+    assert refused_format.status_code == 400 and refused_format.json()["error"]["param"] == "text.format"
+    assert sum(_upstream_requests(u) for u in upstreams) == 2 + 2  # the gateway's two, and the direct two
+
+
 def test_start_and_stop_without_commands_say_which_flags(
     make_server: Callable[..., LocalServer], client: Callable[..., httpx.Client], upstreams: list[LocalServer]
 ) -> None:
@@ -387,18 +441,20 @@ PROSE = ["Blue", " is", " a", " colour."]
 
 class _StubUpstream:
     """An OpenAI-shaped server that answers every chat request with ``status`` (and counts them): an
-    error body, or for 200 a streamed answer of prose whatever the request asked for."""
+    error body, or for 200 a streamed answer whatever the request asked for (``deltas``, else prose)."""
 
-    def __init__(self, status: int, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, headers: dict[str, str] | None = None, deltas: list[dict[str, Any]] | None = None
+    ) -> None:
         self.hits = 0
 
         async def fail(request: Request) -> Response:
             self.hits += 1
-            if status == 200:  # prose, whatever was asked
-                chunks = [
-                    {"choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]} for w in PROSE
-                ]
-                chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            if status == 200:
+                said = deltas or [{"content": w} for w in PROSE]
+                chunks = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in said]
+                finish = "tool_calls" if deltas and "tool_calls" in deltas[0] else "stop"
+                chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
                 body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
                 return Response(body, media_type="text/event-stream")
             error = {"message": f"stub failure, key was {request.headers.get('authorization')}", "type": "x"}
@@ -434,8 +490,10 @@ class _StubUpstream:
 def stub() -> Iterator[Callable[..., _StubUpstream]]:
     made: list[_StubUpstream] = []
 
-    def make(status: int, headers: dict[str, str] | None = None) -> _StubUpstream:
-        made.append(_StubUpstream(status, headers))
+    def make(
+        status: int, headers: dict[str, str] | None = None, deltas: list[dict[str, Any]] | None = None
+    ) -> _StubUpstream:
+        made.append(_StubUpstream(status, headers, deltas))
         return made[-1]
 
     yield make
@@ -607,6 +665,14 @@ def test_llama_cpp_python_server_as_upstream(
             refused = c.post("/v1/chat/completions", json={**body, "response_format": schema})
             assert refused.status_code == 400 and "--upstream-supports" in refused.text
             session = c.get("/v1/sessions").json()["data"][0]
+        # Declared to serve the Responses API, it has no such route: the operator's mistake, a 502 saying so.
+        gw = _gateway(make_server, [url], served_model_name="smollm2", upstream_supports=["responses"])
+        with client(gw, timeout=120) as c:
+            missing = c.post(
+                "/v1/responses", json={"model": "smollm2", "input": "hi", "max_output_tokens": 2}
+            )
+    assert missing.status_code == 502 and missing.json()["error"]["code"] == "upstream_error", missing.text
+    assert "no /responses route (404" in missing.json()["error"]["message"]
     assert session["requests"] == 2
     assert session["usage"] == {
         "prompt_tokens": 0,
@@ -686,6 +752,75 @@ def test_an_upstream_that_ignores_the_format_is_caught(
     assert "error" in events[-1] and "response_format" in events[-1]["error"]["message"]
     assert not [e for e in events if e.get("choices") and e["choices"][0]["delta"].get("content")]
     assert as_text.json()["choices"][0]["message"]["content"] == "Blue is a colour."
+
+
+def _call(name: str, arguments: str) -> list[dict[str, Any]]:
+    """A tool call as an upstream streams it: its head, then its arguments in two pieces."""
+    head = {"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": ""}}
+    cut = len(arguments) // 2
+    return [{"tool_calls": [head]}] + [
+        {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+        for piece in (arguments[:cut], arguments[cut:])
+    ]
+
+
+@pytest.mark.parametrize(
+    ("deltas", "choice", "why"),
+    [
+        (_call("get_weather", '{"city": "Paris"}'), None, None),
+        (_call("get_time", '{"city": "Paris"}'), None, "it called `get_time`, which is not one of"),
+        (_call("get_weather", '{"town": "Paris"}'), None, "'city' is a required property"),
+        (_call("get_weather", '{"city": 7}'), None, "at city: 7 is not of type 'string'"),
+        (_call("get_weather", '{"city": "Par'), None, "are not JSON"),
+        (_call("get_weather", '{"city": "Paris"}'), "none", "`tool_choice` is `none`"),
+        (None, "required", "it made no call"),
+    ],
+)
+def test_an_upstreams_tool_calls_are_checked_against_the_tools(
+    make_server: Callable[..., LocalServer],
+    client: Callable[..., httpx.Client],
+    stub: Callable[..., _StubUpstream],
+    deltas: list[dict[str, Any]] | None,
+    choice: str | None,
+    why: str | None,
+) -> None:
+    upstream = stub(200, deltas=deltas)
+    gw = _gateway(make_server, [upstream.base_url], upstream_supports=["tools"])
+    body = {**CHAT, "tools": [WEATHER]} | ({"tool_choice": choice} if choice else {})
+    with client(gw) as c:
+        plain = c.post("/v1/chat/completions", json=body)
+        streamed = c.post("/v1/chat/completions", json={**body, "stream": True})
+    events = _sse(streamed.text)
+    if why is None:
+        assert plain.status_code == 200, plain.text
+        call = plain.json()["choices"][0]["message"]["tool_calls"][0]
+        assert (call["id"], call["function"]["arguments"]) == ("call_1", '{"city": "Paris"}')
+        sent = [
+            d for e in events if e.get("choices") for d in e["choices"][0]["delta"].get("tool_calls") or ()
+        ]
+        assert len(sent) == 1 and sent[0]["function"] == call["function"]  # held, then sent whole
+        return
+    assert plain.status_code == 502 and plain.json()["error"]["code"] == "upstream_error"
+    assert (
+        why in plain.json()["error"]["message"]
+        and "--upstream-supports tools" in plain.json()["error"]["message"]
+    )
+    assert "error" in events[-1] and why in events[-1]["error"]["message"]
+    assert not [e for e in events if e.get("choices") and e["choices"][0]["delta"].get("tool_calls")]
+
+
+def test_a_tool_schema_that_is_not_one_is_refused_before_anything_is_sent(
+    make_server: Callable[..., LocalServer],
+    client: Callable[..., httpx.Client],
+    stub: Callable[..., _StubUpstream],
+) -> None:
+    upstream = stub(200)
+    gw = _gateway(make_server, [upstream.base_url], upstream_supports=["tools"])
+    bad = {"type": "function", "function": {"name": "f", "parameters": {"type": "no-such-type"}}}
+    with client(gw) as c:
+        answer = c.post("/v1/chat/completions", json={**CHAT, "tools": [bad]})
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "tools[0].function.parameters"
+    assert upstream.hits == 0
 
 
 @pytest.mark.model
@@ -799,3 +934,62 @@ def test_tool_calls_come_from_the_upstream(
             function["arguments"] += delta.get("function", {}).get("arguments") or ""
     assert calls({"tool_calls": pieces}) == calls(want["message"])
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+@pytest.mark.model
+def test_responses_tool_calls_and_formats_come_from_the_upstream(
+    make_server: Callable[..., LocalServer],
+    client: Callable[..., httpx.Client],
+    model_server: Any,
+    api_key: str,
+) -> None:
+    gw = _gateway(
+        make_server,
+        [model_server.base_url],
+        upstream_api_key=api_key,
+        upstream_supports=["responses", "tools", "response_format"],
+    )
+    headers = {"Authorization": f"Bearer {api_key}"}
+    tool = {"type": "function", "name": "get_weather", "parameters": WEATHER["function"]["parameters"]}
+    with client(gw, timeout=120) as c:
+        model = c.get("/v1/models").json()["data"][0]["id"]
+        body = {
+            "model": model,
+            "input": "What is the weather in Paris?",
+            "tools": [tool],
+            "tool_choice": "required",
+            "max_output_tokens": 200,
+            "temperature": 0,
+        }
+        direct = httpx.post(model_server.base_url + "/responses", json=body, headers=headers, timeout=120)
+        through = c.post("/v1/responses", json=body)
+        streamed = c.post("/v1/responses", json={**body, "stream": True})
+        schema = COLOUR["json_schema"]
+        fmt = {"format": {"type": "json_schema", "name": schema["name"], "schema": schema["schema"]}}
+        colour = c.post(
+            "/v1/responses",
+            json={
+                "model": model,
+                "input": "Name a colour.",
+                "text": fmt,
+                "max_output_tokens": 40,
+                "temperature": 0,
+            },
+        )
+
+    def calls(output: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+        return [(i["name"], json.loads(i["arguments"])) for i in output if i["type"] == "function_call"]
+
+    want = calls(direct.json()["output"])
+    assert through.status_code == 200, through.text
+    assert calls(through.json()["output"]) == want and want[0][0] == "get_weather"
+    assert through.json()["output"][0]["call_id"].startswith("call_")
+    events = _sse(streamed.text)
+    assert calls(events[-1]["response"]["output"]) == want
+    pieces: dict[int, str] = {}
+    for e in events:
+        if e["type"] == "response.function_call_arguments.delta":
+            pieces[e["output_index"]] = pieces.get(e["output_index"], "") + e["delta"]
+    assert [json.loads(pieces[k]) for k in sorted(pieces)] == [args for _, args in want]
+    assert colour.status_code == 200, colour.text
+    assert set(json.loads(colour.json()["output"][0]["content"][0]["text"])) == {"colour"}

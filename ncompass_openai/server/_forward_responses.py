@@ -1,0 +1,133 @@
+"""The openai engine's Responses API: ``POST /v1/responses`` forwarded to the upstream's ``/responses``.
+
+Only when the operator declares it (``--upstream-supports responses``: vLLM, SGLang, llama.cpp's
+``llama-server`` and this project's server have the route; llama-cpp-python's server does not);
+otherwise the route answers 400 naming the flag, before anything is sent. The request's features need
+their own declarations as on the chat route (function ``tools`` need ``tools``, a JSON ``text.format``
+needs ``response_format``, and its answers are still checked against the schema here).
+
+This server keeps the conversations, not the upstream: each request goes up whole (the stored
+conversation of ``previous_response_id`` and the new input, as input items) with ``store: false``, so
+any replica can answer it and no tenant can read another's through the upstream. The upstream's event
+stream is read back into the runtime's events (:class:`ResponseEvents`), and ``_serving_responses.py``
+builds the answer, its events and the stored response as for every engine.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._auth import Tenant
+from ._exceptions import InvalidRequest, ModelUnavailableError, UpstreamError
+from ._forward import answer_checks, refuse_undeclared
+from ._responses import ResponseRequest, to_chat_request, to_items
+from ._runtime import GenerationStream
+from ._serving import admit, not_running
+from ._state import ServerState
+from ._upstream import UpstreamRuntime
+
+if TYPE_CHECKING:
+    from ._upstream import _Reading
+
+__all__ = ["ResponseEvents", "forward_response"]
+
+# Fields of ours that are not sent up: the conversation goes whole, and is stored here.
+_KEPT_HERE = ("previous_response_id", "metadata", "store")
+
+
+def _refused() -> InvalidRequest:
+    return InvalidRequest(
+        "The Responses API is forwarded only to upstreams declared to serve it: declare it with "
+        "`--upstream-supports responses` if they do (vLLM, SGLang, llama-server and ncompass serve have "
+        "`/v1/responses`), or use /v1/chat/completions.",
+        code="unsupported_by_upstream",
+    )
+
+
+async def forward_response(
+    state: ServerState, tenant: Tenant, req: ResponseRequest, conversation: list[dict[str, Any]]
+) -> GenerationStream:
+    """Check, admit and forward one response (``conversation``: the whole one, as chat messages)."""
+    runtime = state.runtime
+    assert isinstance(runtime, UpstreamRuntime)
+    if "responses" not in runtime.supports:
+        raise _refused()
+    chat = to_chat_request(req, conversation)  # the same checks, and feature refusals, as the chat route
+    chat.check()
+    refuse_undeclared(chat, runtime.supports)
+    check, tools = answer_checks(chat)
+    body = req.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    for name in _KEPT_HERE:
+        body.pop(name, None)
+    body.update(model=runtime.upstream_model, input=to_items(conversation), stream=True, store=False)
+    await admit(state, tenant, req.model)
+    try:
+        return await runtime.forward(
+            tenant.id, "/responses", body, 1, check, ResponseEvents(), calls_check=tools
+        )
+    except ModelUnavailableError:
+        raise not_running(state, tenant) from None
+
+
+class ResponseEvents:
+    """An upstream's Responses API event stream read into the runtime's events (one choice).
+
+    Text deltas become text; each ``function_call`` item becomes a tool call in chat's delta shape (its
+    number, id and name, then its arguments in pieces); ``response.completed`` / ``response.incomplete``
+    carry the usage and end the answer (``length`` when it hit ``max_output_tokens``).
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[int, int] = {}  # output_index -> call number
+        self._argued: set[int] = set()  # calls whose arguments came in pieces
+
+    def feed(self, event: dict[str, Any], read: _Reading) -> bool:
+        """One upstream event into ``read``; True when the answer is complete."""
+        kind = event.get("type")
+        if kind == "response.output_text.delta":
+            read.add(0, str(event.get("delta") or ""), None, [], ())
+        elif kind == "response.output_item.added":
+            item = event.get("item") or {}
+            if item.get("type") == "function_call":
+                if not read.tools:
+                    raise UpstreamError(
+                        "The upstream answered with a function call, which was not asked for."
+                    )
+                number = self._calls.setdefault(int(event.get("output_index") or 0), len(self._calls))
+                head = {"index": number, "id": str(item.get("call_id") or ""), "type": "function"}
+                head["function"] = {"name": str(item.get("name") or ""), "arguments": ""}
+                read.add(0, "", None, [], (head,))
+        elif kind in ("response.function_call_arguments.delta", "response.function_call_arguments.done"):
+            found = self._calls.get(int(event.get("output_index") or 0))
+            if found is None:
+                raise UpstreamError("The upstream sent the arguments of a function call it never began.")
+            k = found
+            done = kind.endswith(".done")
+            if done and k in self._argued:
+                return False  # its pieces came already
+            piece = str(event.get("arguments" if done else "delta") or "")
+            self._argued.add(k)
+            read.add(0, "", None, [], ({"index": k, "function": {"arguments": piece}},))
+        elif kind in ("response.completed", "response.incomplete"):
+            response = event.get("response") or {}
+            self._usage(response.get("usage"), read.stream)
+            reason = (response.get("incomplete_details") or {}).get("reason")
+            if kind == "response.incomplete" and reason != "max_output_tokens":
+                raise UpstreamError(f"The upstream left the response incomplete ({reason}).")
+            finish = "length" if kind == "response.incomplete" else "tool_calls" if self._calls else "stop"
+            read.add(0, "", finish, [], ())
+            return True
+        elif kind in ("response.failed", "error"):
+            error = (event.get("response") or {}).get("error") or event
+            raise UpstreamError(f"The upstream failed mid-stream: {error.get('message') or kind}")
+        return False
+
+    @staticmethod
+    def _usage(usage: Any, stream: GenerationStream) -> None:
+        if not isinstance(usage, dict):
+            return
+        stream.prompt_token_counts = [int(usage.get("input_tokens") or 0)]
+        stream.reported_completion_tokens = int(usage.get("output_tokens") or 0)
+        details = usage.get("input_tokens_details")
+        if isinstance(details, dict):
+            stream.cached_tokens = int(details.get("cached_tokens") or 0)
