@@ -20,13 +20,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .._compat import httpx
+import aiohttp
 
 __all__ = ["Replica", "ReplicaPool"]
 
 logger = logging.getLogger("ncompass_openai.server")
 
-_PROBE_TIMEOUT = 5.0
+_PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5.0)
 _API_PREFIX = re.compile(r"/v\d+$")
 _order = itertools.count()
 
@@ -54,13 +54,16 @@ class ReplicaPool:
 
     Args:
         base_urls: each replica's base URL.
-        client: the HTTP client (its headers carry the upstream key; never logged).
         interval: seconds between two probes of each replica.
+
+    ``client`` is the HTTP session the probes use (its headers carry the upstream key; never logged),
+    set before :meth:`start`.
     """
 
-    def __init__(self, base_urls: Sequence[str], client: httpx.AsyncClient, interval: float) -> None:
+    client: aiohttp.ClientSession
+
+    def __init__(self, base_urls: Sequence[str], interval: float) -> None:
         self.replicas = [Replica(url) for url in base_urls]
-        self._client = client
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
@@ -138,16 +141,17 @@ class ReplicaPool:
         reason = "no answer"
         for url in urls:
             try:
-                answer = await self._client.get(url, timeout=_PROBE_TIMEOUT)
-            except httpx.HTTPError as exc:
+                async with self.client.get(url, timeout=_PROBE_TIMEOUT) as answer:
+                    status = answer.status
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 reason = f"{type(exc).__name__} on {url}"
                 break
-            if answer.status_code == 200:
+            if status == 200:
                 if not replica.healthy:
                     logger.info("Upstream %s is healthy", replica.base_url)
                 replica.healthy, replica._probe, replica.last_error = True, url, None
                 replica.latency = time.monotonic() - started
                 return
-            reason = f"{url} answered {answer.status_code}"
+            reason = f"{url} answered {status}"
         replica._probe = None  # the next probe tries both again
         self.failed(replica, reason)

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from fastapi.responses import StreamingResponse
 
 __all__ = ["DONE", "event", "response"]
 
 DONE = "data: [DONE]\n\n"
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-try:  # orjson (in the server extra) encodes an event about 4x faster than json
-    import orjson
 
-    def _dumps(payload: Any) -> str:
-        return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS).decode()
 
-except ImportError:  # pragma: no cover - a server installed without its extra
-    _dumps = json.JSONEncoder(separators=(",", ":")).encode
+def _dumps(payload: Any) -> str:
+    """Compact JSON (orjson, in the server extra: about 4x faster than json at an event)."""
+    return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def event(payload: Any, name: str | None = None) -> str:
