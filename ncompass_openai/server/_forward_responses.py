@@ -24,7 +24,7 @@ from ._responses import ResponseRequest, to_chat_request, to_items
 from ._runtime import GenerationStream
 from ._serving import admit, not_running
 from ._state import ServerState
-from ._upstream import UpstreamRuntime
+from ._upstream import UpstreamRuntime, take_usage
 
 if TYPE_CHECKING:
     from ._upstream import _Reading
@@ -98,19 +98,18 @@ class ResponseEvents:
                 head["function"] = {"name": str(item.get("name") or ""), "arguments": ""}
                 read.add(0, "", None, [], (head,))
         elif kind in ("response.function_call_arguments.delta", "response.function_call_arguments.done"):
-            found = self._calls.get(int(event.get("output_index") or 0))
-            if found is None:
+            call = self._calls.get(int(event.get("output_index") or 0))
+            if call is None:
                 raise UpstreamError("The upstream sent the arguments of a function call it never began.")
-            k = found
             done = kind.endswith(".done")
-            if done and k in self._argued:
+            if done and call in self._argued:
                 return False  # its pieces came already
             piece = str(event.get("arguments" if done else "delta") or "")
-            self._argued.add(k)
-            read.add(0, "", None, [], ({"index": k, "function": {"arguments": piece}},))
+            self._argued.add(call)
+            read.add(0, "", None, [], ({"index": call, "function": {"arguments": piece}},))
         elif kind in ("response.completed", "response.incomplete"):
             response = event.get("response") or {}
-            self._usage(response.get("usage"), read.stream)
+            take_usage(response.get("usage"), read.stream, prefix="input", completion="output")
             reason = (response.get("incomplete_details") or {}).get("reason")
             if kind == "response.incomplete" and reason != "max_output_tokens":
                 raise UpstreamError(f"The upstream left the response incomplete ({reason}).")
@@ -121,13 +120,3 @@ class ResponseEvents:
             error = (event.get("response") or {}).get("error") or event
             raise UpstreamError(f"The upstream failed mid-stream: {error.get('message') or kind}")
         return False
-
-    @staticmethod
-    def _usage(usage: Any, stream: GenerationStream) -> None:
-        if not isinstance(usage, dict):
-            return
-        stream.prompt_token_counts = [int(usage.get("input_tokens") or 0)]
-        stream.reported_completion_tokens = int(usage.get("output_tokens") or 0)
-        details = usage.get("input_tokens_details")
-        if isinstance(details, dict):
-            stream.cached_tokens = int(details.get("cached_tokens") or 0)

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from ._answer_check import AnswerCheck, CallsCheck  # jsonschema: imported only when answers are checked
     from ._forward_responses import ResponseEvents
 
-__all__ = ["UpstreamRuntime"]
+__all__ = ["UpstreamRuntime", "take_usage"]
 
 logger = logging.getLogger("ncompass_openai.server")
 
@@ -347,16 +347,6 @@ class UpstreamRuntime(Runtime):
                 return
         raise UpstreamError("The upstream ended the stream before it was complete; retry the request.")
 
-    @staticmethod
-    def _usage(event: dict[str, Any], stream: GenerationStream) -> None:
-        usage = event.get("usage")
-        if isinstance(usage, dict):
-            stream.prompt_token_counts = [int(usage.get("prompt_tokens") or 0)]
-            stream.reported_completion_tokens = int(usage.get("completion_tokens") or 0)
-            details = usage.get("prompt_tokens_details")
-            if isinstance(details, dict):
-                stream.cached_tokens = int(details.get("cached_tokens") or 0)
-
     def _relay(self, data: bytes, read: _Reading) -> bool:
         """One upstream event into ``read``'s sink; True at ``[DONE]``."""
         if data == b"[DONE]":
@@ -378,7 +368,7 @@ class UpstreamRuntime(Runtime):
                 return read.events.feed(event, read)
             except UpstreamError as exc:
                 raise UpstreamError(self._scrub(exc.message)) from None
-        self._usage(event, read.stream)
+        take_usage(event.get("usage"), read.stream)
         for choice in event.get("choices") or ():
             index = int(choice.get("index") or 0)
             if read.chat:
@@ -437,6 +427,20 @@ class UpstreamRuntime(Runtime):
     def _scrub(self, text: str) -> str:
         """``text`` without the upstream key (an upstream may quote the key it was sent)."""
         return text.replace(self._secret, "***") if self._secret else text
+
+
+def take_usage(
+    usage: Any, stream: GenerationStream, prefix: str = "prompt", completion: str = "completion"
+) -> None:
+    """An upstream's usage report (``None`` when it has none) counted into ``stream``: chat's and
+    completions' names by default, the Responses API's with ``prefix="input", completion="output"``."""
+    if not isinstance(usage, dict):
+        return
+    stream.prompt_token_counts = [int(usage.get(f"{prefix}_tokens") or 0)]
+    stream.reported_completion_tokens = int(usage.get(f"{completion}_tokens") or 0)
+    details = usage.get(f"{prefix}_tokens_details")
+    if isinstance(details, dict):
+        stream.cached_tokens = int(details.get("cached_tokens") or 0)
 
 
 def _cancel(task: asyncio.Task[None]) -> None:

@@ -62,6 +62,15 @@ def _gateway(make_server: Callable[..., LocalServer], urls: list[str], **overrid
     return make_server(**values)
 
 
+def _model_gateway(
+    make_server: Callable[..., LocalServer], model_server: Any, api_key: str, *features: str
+) -> LocalServer:
+    """A gateway in front of the real model's server (the llama engine), declaring ``features``."""
+    return _gateway(
+        make_server, [model_server.base_url], upstream_api_key=api_key, upstream_supports=list(features)
+    )
+
+
 def _upstream_requests(srv: LocalServer | str) -> int:
     """How many inference requests an upstream answered (its sessions' own count)."""
     base = srv if isinstance(srv, str) else srv.base_url
@@ -704,9 +713,7 @@ def test_structured_answers_are_checked_against_their_schema(
 ) -> None:
     body = {"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 40, "temperature": 0}
     # An upstream that enforces the schema (this project's llama engine): the answer passes the check.
-    gw = _gateway(
-        make_server, [model_server.base_url], upstream_api_key=api_key, upstream_supports=["response_format"]
-    )
+    gw = _model_gateway(make_server, model_server, api_key, "response_format")
     with client(gw, timeout=120) as c:
         model = c.get("/v1/models").json()["data"][0]["id"]
         plain = c.post("/v1/chat/completions", json={**body, "model": model, "response_format": COLOUR})
@@ -830,9 +837,7 @@ def test_logprobs_come_from_the_upstream(
     model_server: Any,
     api_key: str,
 ) -> None:
-    gw = _gateway(
-        make_server, [model_server.base_url], upstream_api_key=api_key, upstream_supports=["logprobs"]
-    )
+    gw = _model_gateway(make_server, model_server, api_key, "logprobs")
     headers = {"Authorization": f"Bearer {api_key}"}
     with client(gw, timeout=120) as c:
         model = c.get("/v1/models").json()["data"][0]["id"]
@@ -892,7 +897,7 @@ def test_tool_calls_come_from_the_upstream(
     model_server: Any,
     api_key: str,
 ) -> None:
-    gw = _gateway(make_server, [model_server.base_url], upstream_api_key=api_key, upstream_supports=["tools"])
+    gw = _model_gateway(make_server, model_server, api_key, "tools")
     headers = {"Authorization": f"Bearer {api_key}"}
     with client(gw, timeout=120) as c:
         model = c.get("/v1/models").json()["data"][0]["id"]
@@ -943,12 +948,7 @@ def test_responses_tool_calls_and_formats_come_from_the_upstream(
     model_server: Any,
     api_key: str,
 ) -> None:
-    gw = _gateway(
-        make_server,
-        [model_server.base_url],
-        upstream_api_key=api_key,
-        upstream_supports=["responses", "tools", "response_format"],
-    )
+    gw = _model_gateway(make_server, model_server, api_key, "responses", "tools", "response_format")
     headers = {"Authorization": f"Bearer {api_key}"}
     tool = {"type": "function", "name": "get_weather", "parameters": WEATHER["function"]["parameters"]}
     with client(gw, timeout=120) as c:
