@@ -94,6 +94,19 @@ def test_seed_repeats_output(engine: LlamaEngine) -> None:
 
 
 @pytest.mark.model
+def test_plain_greedy_picks_what_the_sampler_chain_picks(engine: LlamaEngine) -> None:
+    # Plain greedy decoding takes the argmax without a sampler chain; a bias of 0 adds a chain (logit bias,
+    # then llama.cpp's greedy sampler) that changes no logit. A seed makes each run decode its whole prompt
+    # from an empty cache, so both start from the same state.
+    plain = SamplingParams(max_tokens=24, temperature=0, seed=7)
+    chained = SamplingParams(max_tokens=24, temperature=0, seed=7, logit_bias=((1, 0.0),))
+    assert engine._sampler(plain, []) is None
+    text = ["".join(t.text for t in _run(engine, [PROMPT, "Once upon a time"], p)) for p in (plain, chained)]
+    assert len(text[0]) > 20
+    assert text[0] == text[1]
+
+
+@pytest.mark.model
 def test_stopped_sequence_leaves_the_others_running(engine: LlamaEngine) -> None:
     control = GenerationControl()
     queue = [SequenceRequest(i, PROMPT, SamplingParams(max_tokens=4, temperature=0)) for i in range(2)]

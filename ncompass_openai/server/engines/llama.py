@@ -9,7 +9,9 @@ sequence). Each step builds one ``llama_batch``: the next token of every decodin
 chunks of newly admitted ones, so a new request starts while others keep generating. Every sequence has
 its own sampler chain (logit bias, penalties, top-k, top-p, min-p, temperature, seeded distribution); vLLM's
 ``min_tokens`` masks the end-of-generation tokens' logits before the chain samples, and so does a
-sequence's grammar (``_constraint.py``) for every token it does not allow next.
+sequence's grammar (``_constraint.py``) for every token it does not allow next. A greedy sequence with no
+bias and no penalty has no chain: its token is the first largest logit, read with numpy (the chain's greedy
+sampler copies all of the vocabulary's logits into a candidate array first, several times slower).
 
 A finished sequence's KV cache stays in its slot, and a new sequence of the same tenant decodes only what
 follows the longest prefix of its prompt that a slot holds (``_prefix.py``): a shared system prompt or
@@ -331,6 +333,10 @@ class LlamaEngine(Engine):
 
     # ------------------------------------------------------------- generation
     def _sampler(self, params: SamplingParams, prompt: list[int]) -> Any:
+        """The sequence's llama.cpp sampler chain; None for plain greedy decoding (an argmax needs none)."""
+        penalized = params.repetition_penalty != 1.0 or params.presence_penalty or params.frequency_penalty
+        if params.temperature <= 0 and not params.logit_bias and not penalized:
+            return None
         llama_cpp = _llama_cpp()
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         add = llama_cpp.llama_sampler_chain_add
@@ -389,7 +395,8 @@ class LlamaEngine(Engine):
 
         def release(seq: _Sequence) -> None:
             del slots[seq.slot]
-            llama_cpp.llama_sampler_free(seq.sampler)
+            if seq.sampler is not None:
+                llama_cpp.llama_sampler_free(seq.sampler)
             if not reuse:
                 llama_cpp.llama_memory_seq_rm(memory, seq.slot, -1, -1)
                 return
@@ -484,7 +491,11 @@ class LlamaEngine(Engine):
                         logits = llama_cpp.llama_get_logits_ith(ctx, i)
                         for end in self._end_tokens:
                             logits[end] = -math.inf
-                    token = llama_cpp.llama_sampler_sample(seq.sampler, ctx, i)
+                    if seq.sampler is None:  # greedy: the first largest logit, as llama.cpp's greedy sampler
+                        logits = llama_cpp.llama_get_logits_ith(ctx, i)
+                        token = int(np.ctypeslib.as_array(logits, shape=(self._n_vocab,)).argmax())
+                    else:
+                        token = llama_cpp.llama_sampler_sample(seq.sampler, ctx, i)
                     if seq.constraint is not None:
                         seq.constraint.accept(token)
                     cached, seq.cached = seq.cached, 0  # told with the sequence's first token
