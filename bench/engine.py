@@ -130,6 +130,7 @@ class Server:
     model: str
     schema_format: str  # how this server is asked for a JSON schema: "json_schema" or "json_object"
     client: openai.AsyncOpenAI
+    log: Path  # its stdout and stderr
 
 
 @contextmanager
@@ -209,7 +210,7 @@ def start_servers(stack: ExitStack, names: list[str], threads: int, tmp: Path, s
         http = httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=httpx.Limits(max_connections=64))
         client = openai.AsyncOpenAI(base_url=url, api_key=KEY, max_retries=0, http_client=http)
         model = httpx.get(url + "/models", headers={"Authorization": f"Bearer {KEY}"}).json()["data"][0]["id"]
-        servers.append(Server(name, url, model, schema_format, client))
+        servers.append(Server(name, url, model, schema_format, client, tmp / f"{name}.log"))
     return servers
 
 
@@ -317,7 +318,11 @@ async def measure(servers: list[Server], rounds: int, schema: bool, say: Any) ->
         for workload, run in workloads.items():
             for server in order:
                 for _ in range(STREAM_REPEATS if workload == "stream" else 1):
-                    results[workload][server.name].append(await run(server))
+                    try:
+                        results[workload][server.name].append(await run(server))
+                    except openai.APIConnectionError as exc:  # say whose, and what its log says
+                        tail = server.log.read_text(errors="replace")[-3000:]
+                        raise RuntimeError(f"{server.name} ({workload}): {exc!r}; its log ends:\n{tail}") from exc
         say(f"   round {number + 1}/{rounds} done")
     return results
 
