@@ -322,7 +322,8 @@ async def measure(servers: list[Server], rounds: int, schema: bool, say: Any) ->
                         results[workload][server.name].append(await run(server))
                     except openai.APIConnectionError as exc:  # say whose, and what its log says
                         tail = server.log.read_text(errors="replace")[-3000:]
-                        raise RuntimeError(f"{server.name} ({workload}): {exc!r}; its log ends:\n{tail}") from exc
+                        whose = f"{server.name} ({workload}): {exc!r}"
+                        raise RuntimeError(f"{whose}; its log ends:\n{tail}") from exc
         say(f"   round {number + 1}/{rounds} done")
     return results
 
