@@ -78,7 +78,13 @@ class ServerSettings(BaseSettings):
         "separated): " + ", ".join(sorted(UPSTREAM_FEATURES)) + ".",
     )
     upstream_timeout: float = Field(
-        default=60.0, gt=0, description="Seconds the openai engine waits for each read from an upstream."
+        default=60.0, gt=0, description="Seconds the openai engine waits for each read of a streamed answer."
+    )
+    upstream_answer_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds the openai engine waits for a whole answer that is not streamed (a request "
+        "that is not streamed is forwarded as one).",
     )
     start_command: str | None = Field(
         default=None,

@@ -4,9 +4,9 @@
 idempotency, the deployment lifecycle, bookings) in front of servers that speak OpenAI's API (vLLM,
 SGLang, llama.cpp's ``llama-server``, llama-cpp-python's server, Ollama, another nCompass server). The
 routes and serving modules are the ones every engine uses; only the source of a request's events
-differs: :meth:`UpstreamRuntime.forward` streams the request from a replica and turns the upstream's
-chunks into the same :class:`GenerationEvent` items an engine produces, so answers, chunks, usage and
-billing are built by the same code. ::
+differs: :meth:`UpstreamRuntime.forward` sends the request to a replica and turns the upstream's chunks
+(or its whole answer, for a request that is not streamed) into the same :class:`GenerationEvent` items
+an engine produces, so answers, chunks, usage and billing are built by the same code. ::
 
     runtime = UpstreamRuntime(settings)        # --upstream, --upstream-model, --upstream-api-key, ...
     await runtime.load()                       # runs --start-command, waits for a healthy replica
@@ -17,7 +17,8 @@ billing are built by the same code. ::
   replica; an upstream's 4xx is the tenant's answer (a 400 with its message), a 429 or 503 keeps its
   ``Retry-After``, anything else is a 502 ``upstream_error`` (``_errors.py``).
 - A stream cut mid-way, or silent for ``--upstream-timeout`` seconds, ends with the protocol's in-stream
-  error event: never a silent truncation, never a hang. Closing a stream (the client went away) closes
+  error event: never a silent truncation, never a hang. A whole answer not there within
+  ``--upstream-answer-timeout`` seconds is a 502. Closing a stream (the client went away) closes
   the upstream request, which stops its generation there.
 - The upstream key is only ever in the HTTP client's headers: it is never logged, and it is cut out of
   every upstream message passed on.
@@ -69,7 +70,8 @@ class UpstreamRuntime(Runtime):
 
     Args:
         settings: the server's settings (``upstream``, ``upstream_model``, ``upstream_api_key``,
-            ``served_model_name``, ``upstream_supports``, ``upstream_timeout``, ``health_interval``,
+            ``served_model_name``, ``upstream_supports``, ``upstream_timeout``,
+            ``upstream_answer_timeout``, ``health_interval``,
             ``start_command``, ``stop_command``, ``start_timeout``, ``max_queue_per_key``).
     """
 
@@ -84,6 +86,11 @@ class UpstreamRuntime(Runtime):
         self.supports = frozenset(settings.upstream_supports)
         self.max_queue_per_key = settings.max_queue_per_key
         self._timeout = settings.upstream_timeout
+        # A whole answer's one read: its own bound (the default sock_read bounds each read of a stream).
+        self._answer_timeout = settings.upstream_answer_timeout
+        self._whole = aiohttp.ClientTimeout(
+            total=None, sock_connect=_CONNECT_TIMEOUT, sock_read=self._answer_timeout
+        )
         self._upstream_model = settings.upstream_model
         self._served_name = settings.served_model_name
         self._start_command = settings.start_command
@@ -193,6 +200,7 @@ class UpstreamRuntime(Runtime):
         check: AnswerCheck | None = None,
         events: ResponseEvents | None = None,
         calls_check: CallsCheck | None = None,
+        streamed: bool = True,
     ) -> GenerationStream:
         """Send ``body`` to ``path`` of a replica; its events, once the upstream answered 200.
 
@@ -202,6 +210,7 @@ class UpstreamRuntime(Runtime):
         if ``calls_check(calls, finish_reason)`` finds nothing wrong.
         ``events``: the reader of a Responses API stream (``/responses``); without it the upstream's
         chunks are chat's or completions' (by ``path``).
+        ``streamed``: False when ``body`` asks for a whole answer (chat's or completions'), read at once.
 
         Raises:
             QueueFullError: the tenant has ``max_queue_per_key`` requests in flight.
@@ -215,7 +224,7 @@ class UpstreamRuntime(Runtime):
             raise QueueFullError(1, self.max_queue_per_key)
         self._inflight[tenant] += 1
         try:
-            replica, response = await self._open(path, body)
+            replica, response = await self._open(path, body, streamed)
         except BaseException:
             self._release(tenant)
             raise
@@ -223,14 +232,14 @@ class UpstreamRuntime(Runtime):
         sink = LoopSink(loop)
         stream = GenerationStream(sink, [0], choices)
         chat = path == "/chat/completions"
+        read = _Reading(sink, stream, chat, check, "tools" in body, events, calls_check)
         pump = loop.create_task(
             self._relaying(
-                self._pump(
-                    response, _Reading(sink, stream, chat, check, "tools" in body, events, calls_check)
-                ),
+                self._pump(response, read) if streamed else self._take_whole(response, read),
                 replica,
                 response,
                 sink,
+                streamed,
             )
         )
         self._pumps.add(pump)
@@ -249,8 +258,10 @@ class UpstreamRuntime(Runtime):
         fin.atexit = False
         return stream
 
-    async def _open(self, path: str, body: dict[str, Any]) -> tuple[Replica, aiohttp.ClientResponse]:
-        """The upstream's streamed 200; a failure before its first byte is retried once elsewhere."""
+    async def _open(
+        self, path: str, body: dict[str, Any], streamed: bool = True
+    ) -> tuple[Replica, aiohttp.ClientResponse]:
+        """The upstream's 200; a failure before its first byte is retried once elsewhere."""
         tried: list[Replica] = []
         last: UpstreamError | None = None
         for _ in range(2):
@@ -261,13 +272,21 @@ class UpstreamRuntime(Runtime):
             replica.outstanding += 1
             try:
                 response = await self._http.post(
-                    replica.base_url + path, data=orjson.dumps(body), headers=_JSON
+                    replica.base_url + path,
+                    data=orjson.dumps(body),
+                    headers=_JSON,
+                    **({} if streamed else {"timeout": self._whole}),
                 )
             except _HTTP_ERRORS as exc:
                 replica.outstanding -= 1
+                if not streamed and isinstance(exc, aiohttp.SocketTimeoutError):
+                    # Still generating: not the replica's fault, and another would start the answer over.
+                    waited = self._waits(False)
+                    raise UpstreamError(f"The upstream's answer did not come within {waited}.") from None
                 self.pool.failed(replica, f"{type(exc).__name__} on {path}")
                 if isinstance(exc, asyncio.TimeoutError):
-                    last = UpstreamError(f"The upstream did not answer within {self._timeout:g} s; retry.")
+                    waited = self._waits(streamed)
+                    last = UpstreamError(f"The upstream did not answer within {waited}; retry.")
                 else:
                     last = UpstreamError(f"The upstream could not be reached ({type(exc).__name__}); retry.")
                 continue
@@ -309,8 +328,14 @@ class UpstreamRuntime(Runtime):
             text = f"The upstream answered {status}: {self._scrub(message)}"
         return UpstreamError(text, status=status, retry_after=headers.get("retry-after"), param=param)
 
+    def _waits(self, streamed: bool) -> str:
+        """How long a read waits, and the flag that sets it."""
+        if streamed:
+            return f"{self._timeout:g} s (--upstream-timeout)"
+        return f"{self._answer_timeout:g} s (--upstream-answer-timeout)"
+
     async def _relaying(
-        self, read: Any, replica: Replica, response: aiohttp.ClientResponse, sink: Sink
+        self, read: Any, replica: Replica, response: aiohttp.ClientResponse, sink: Sink, streamed: bool
     ) -> None:
         """Run ``read`` (the upstream's answer into ``sink``), then END, or the error that ended it."""
         try:
@@ -320,7 +345,10 @@ class UpstreamRuntime(Runtime):
         except UpstreamError as exc:
             sink.push(exc)
         except asyncio.TimeoutError:
-            message = f"The upstream sent nothing for {self._timeout:g} s; the answer is incomplete."
+            if streamed:
+                message = f"The upstream sent nothing for {self._waits(True)}; the answer is incomplete."
+            else:
+                message = f"The upstream's answer did not come within {self._waits(False)}."
             sink.push(UpstreamError(message))
         except aiohttp.ClientError as exc:
             self.pool.failed(replica, f"{type(exc).__name__} mid-answer")
@@ -347,6 +375,18 @@ class UpstreamRuntime(Runtime):
                 return
         raise UpstreamError("The upstream ended the stream before it was complete; retry the request.")
 
+    async def _take_whole(self, response: aiohttp.ClientResponse, read: _Reading) -> None:
+        """An answer that is not streamed: each of its choices becomes the events of a stream's chunks."""
+        try:
+            answer = _loads(await response.read())
+        except ValueError:
+            raise UpstreamError("The upstream's answer is not JSON.") from None
+        if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+            raise UpstreamError("The upstream's answer has no `choices` list.")
+        take_usage(answer.get("usage"), read.stream)
+        for choice in answer["choices"]:
+            _take_choice(choice, read, whole=True)
+
     def _relay(self, data: bytes, read: _Reading) -> bool:
         """One upstream event into ``read``'s sink; True at ``[DONE]``."""
         if data == b"[DONE]":
@@ -370,18 +410,7 @@ class UpstreamRuntime(Runtime):
                 raise UpstreamError(self._scrub(exc.message)) from None
         take_usage(event.get("usage"), read.stream)
         for choice in event.get("choices") or ():
-            index = int(choice.get("index") or 0)
-            if read.chat:
-                delta = choice.get("delta") or {}
-                calls = tuple(delta.get("tool_calls") or ())
-                if calls and not read.tools:
-                    raise UpstreamError("The upstream answered with tool calls, which were not asked for.")
-                text = delta.get("content") or ""
-                tokens = parse_chat_logprobs(choice.get("logprobs"))
-            else:
-                text, calls = choice.get("text") or "", ()
-                tokens = parse_completion_logprobs(choice.get("logprobs"))
-            read.add(index, text, choice.get("finish_reason"), tokens, calls)
+            _take_choice(choice, read, whole=False)
         return False
 
     def _release(self, tenant: str) -> None:
@@ -441,6 +470,25 @@ def take_usage(
     details = usage.get(f"{prefix}_tokens_details")
     if isinstance(details, dict):
         stream.cached_tokens = int(details.get("cached_tokens") or 0)
+
+
+def _take_choice(choice: dict[str, Any], read: _Reading, whole: bool) -> None:
+    """One choice of an upstream's chunk (``whole``: of its whole answer) into ``read``."""
+    index = int(choice.get("index") or 0)
+    finish = choice.get("finish_reason")
+    if read.chat:
+        part = choice.get("message" if whole else "delta") or {}
+        calls = tuple(part.get("tool_calls") or ())
+        if whole:  # a whole answer's calls have no index; a stream's deltas do
+            calls = tuple({"index": k, **call} for k, call in enumerate(calls))
+        if calls and not read.tools:
+            raise UpstreamError("The upstream answered with tool calls, which were not asked for.")
+        text = part.get("content") or ""
+        tokens = parse_chat_logprobs(choice.get("logprobs"))
+    else:
+        text, calls = choice.get("text") or "", ()
+        tokens = parse_completion_logprobs(choice.get("logprobs"))
+    read.add(index, text, finish or ("stop" if whole else None), tokens, calls)
 
 
 def _cancel(task: asyncio.Task[None]) -> None:

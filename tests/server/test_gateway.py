@@ -430,39 +430,64 @@ def test_slow_upstream_hits_the_read_timeout(
     spawn_server: Callable[..., ServerProcess],
 ) -> None:
     slow = _spawn_upstream(spawn_server, "--synthetic-token-rate", "0.5")  # a token every 2 s
-    gw = _gateway(make_server, [slow.base_url], upstream_timeout=0.5)
+    # A stream's reads wait 0.5 s each; an answer that is not streamed is asked for whole, and waited
+    # for 1.5 s in all.
+    gw = _gateway(make_server, [slow.base_url], upstream_timeout=0.5, upstream_answer_timeout=1.5)
     with client(gw, timeout=30) as c:
         started = time.monotonic()
         streamed = c.post("/v1/chat/completions", json={**CHAT, "stream": True})
         assert time.monotonic() - started < 5
         assert streamed.status_code == 200
         events = _sse(streamed.text)
-        assert "error" in events[-1] and "0.5 s" in events[-1]["error"]["message"]
+        assert "error" in events[-1] and "0.5 s (--upstream-timeout)" in events[-1]["error"]["message"]
         started = time.monotonic()
         plain = c.post("/v1/chat/completions", json=CHAT)
-        assert time.monotonic() - started < 5
-        assert plain.status_code == 502 and "0.5 s" in plain.json()["error"]["message"]
-        assert c.get("/v1/sessions").json()["data"][0]["requests"] == 2  # both billed to the session
+        assert 1.5 <= time.monotonic() - started < 5
+        assert plain.status_code == 502
+        assert "1.5 s (--upstream-answer-timeout)" in plain.json()["error"]["message"]
+        # The stream is counted; the whole answer that never came is a 502 before any of it, as for a
+        # replica that cannot be reached. Still generating, it was not retried on another replica.
+        assert c.get("/v1/sessions").json()["data"][0]["requests"] == 1
+        assert c.get("/v1/deployment").json()["ready"]
 
 
 PROSE = ["Blue", " is", " a", " colour."]
 
 
+def _whole(deltas: list[dict[str, Any]]) -> dict[str, Any]:
+    """The message a stream's deltas make: their content joined, their tool calls' pieces merged."""
+    calls: dict[int, dict[str, Any]] = {}
+    for delta in deltas:
+        for piece in delta.get("tool_calls") or ():
+            call = calls.setdefault(piece["index"], {"function": {"arguments": ""}})
+            call.update({k: v for k, v in piece.items() if k not in ("index", "function")})
+            function = piece.get("function") or {}
+            call["function"]["arguments"] += function.get("arguments") or ""
+            call["function"].update({k: v for k, v in function.items() if k != "arguments"})
+    content = "".join(d.get("content") or "" for d in deltas) or None
+    return {"role": "assistant", "content": content} | ({"tool_calls": list(calls.values())} if calls else {})
+
+
 class _StubUpstream:
     """An OpenAI-shaped server that answers every chat request with ``status`` (and counts them): an
-    error body, or for 200 a streamed answer whatever the request asked for (``deltas``, else prose)."""
+    error body, or for 200 whatever the request asked for (``deltas``, else prose), streamed or whole."""
 
     def __init__(
         self, status: int, headers: dict[str, str] | None = None, deltas: list[dict[str, Any]] | None = None
     ) -> None:
         self.hits = 0
+        self.streamed: list[bool] = []  # what each request asked for
 
         async def fail(request: Request) -> Response:
             self.hits += 1
             if status == 200:
                 said = deltas or [{"content": w} for w in PROSE]
-                chunks = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in said]
                 finish = "tool_calls" if deltas and "tool_calls" in deltas[0] else "stop"
+                self.streamed.append(bool((await request.json()).get("stream")))
+                if not self.streamed[-1]:
+                    choice = {"index": 0, "message": _whole(said), "finish_reason": finish}
+                    return JSONResponse({"object": "chat.completion", "choices": [choice]})
+                chunks = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in said]
                 chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
                 body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
                 return Response(body, media_type="text/event-stream")
@@ -662,9 +687,10 @@ def test_llama_cpp_python_server_as_upstream(
             assert plain.status_code == 200, plain.text
             answer = plain.json()
             assert answer["choices"][0]["message"]["content"].strip()
-            # This upstream reports no usage in a stream (it ignores `stream_options`), and the gateway
-            # always streams from it: the completion tokens are counted by chunk, the prompt's stay 0.
-            assert answer["usage"]["completion_tokens"] >= 1 and answer["usage"]["prompt_tokens"] == 0
+            # An answer that is not streamed is asked for whole, and comes with the upstream's usage.
+            assert answer["usage"]["completion_tokens"] >= 1 and answer["usage"]["prompt_tokens"] > 5
+            # In a stream it reports no usage (it ignores `stream_options`): the completion tokens are
+            # counted by chunk, and the prompt's stay 0.
             streamed = c.post("/v1/chat/completions", json={**body, "stream": True})
             chunks = _sse(streamed.text)
             text = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks if ch["choices"])
@@ -684,7 +710,7 @@ def test_llama_cpp_python_server_as_upstream(
     assert "no /responses route (404" in missing.json()["error"]["message"]
     assert session["requests"] == 2
     assert session["usage"] == {
-        "prompt_tokens": 0,
+        "prompt_tokens": answer["usage"]["prompt_tokens"],
         "completion_tokens": 2 * answer["usage"]["completion_tokens"],
     }
 
@@ -797,6 +823,7 @@ def test_an_upstreams_tool_calls_are_checked_against_the_tools(
     with client(gw) as c:
         plain = c.post("/v1/chat/completions", json=body)
         streamed = c.post("/v1/chat/completions", json={**body, "stream": True})
+    assert upstream.streamed == [False, True]  # each asked for as the tenant asked: whole, then streamed
     events = _sse(streamed.text)
     if why is None:
         assert plain.status_code == 200, plain.text
