@@ -328,6 +328,11 @@ class UpstreamRuntime(Runtime):
             text = f"The upstream answered {status}: {self._scrub(message)}"
         return UpstreamError(text, status=status, retry_after=headers.get("retry-after"), param=param)
 
+    def _failure(self, error: Any, what: str) -> UpstreamError:
+        """The error of an upstream's answer or event that is an ``error`` object, its message scrubbed."""
+        message = error.get("message") if isinstance(error, dict) else error
+        return UpstreamError(f"The upstream {what}: {self._scrub(str(message))}")
+
     def _waits(self, streamed: bool) -> str:
         """How long a read waits, and the flag that sets it."""
         if streamed:
@@ -381,6 +386,8 @@ class UpstreamRuntime(Runtime):
             answer = _loads(await response.read())
         except ValueError:
             raise UpstreamError("The upstream's answer is not JSON.") from None
+        if isinstance(answer, dict) and "error" in answer:
+            raise self._failure(answer["error"], "failed")
         if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
             raise UpstreamError("The upstream's answer has no `choices` list.")
         take_usage(answer.get("usage"), read.stream)
@@ -400,9 +407,7 @@ class UpstreamRuntime(Runtime):
         if not isinstance(event, dict):
             raise UpstreamError("The upstream sent an event that is not a JSON object.")
         if "error" in event:
-            error = event["error"]
-            message = error.get("message") if isinstance(error, dict) else error
-            raise UpstreamError(f"The upstream failed mid-stream: {self._scrub(str(message))}")
+            raise self._failure(event["error"], "failed mid-stream")
         if read.events is not None:
             try:
                 return read.events.feed(event, read)
