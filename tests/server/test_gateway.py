@@ -473,7 +473,11 @@ class _StubUpstream:
     error body, or for 200 whatever the request asked for (``deltas``, else prose), streamed or whole."""
 
     def __init__(
-        self, status: int, headers: dict[str, str] | None = None, deltas: list[dict[str, Any]] | None = None
+        self,
+        status: int,
+        headers: dict[str, str] | None = None,
+        deltas: list[dict[str, Any]] | None = None,
+        whole: dict[str, Any] | None = None,
     ) -> None:
         self.hits = 0
         self.streamed: list[bool] = []  # what each request asked for
@@ -486,7 +490,7 @@ class _StubUpstream:
                 self.streamed.append(bool((await request.json()).get("stream")))
                 if not self.streamed[-1]:
                     choice = {"index": 0, "message": _whole(said), "finish_reason": finish}
-                    return JSONResponse({"object": "chat.completion", "choices": [choice]})
+                    return JSONResponse(whole or {"object": "chat.completion", "choices": [choice]})
                 chunks = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in said]
                 chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
                 body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
@@ -525,9 +529,12 @@ def stub() -> Iterator[Callable[..., _StubUpstream]]:
     made: list[_StubUpstream] = []
 
     def make(
-        status: int, headers: dict[str, str] | None = None, deltas: list[dict[str, Any]] | None = None
+        status: int,
+        headers: dict[str, str] | None = None,
+        deltas: list[dict[str, Any]] | None = None,
+        whole: dict[str, Any] | None = None,
     ) -> _StubUpstream:
-        made.append(_StubUpstream(status, headers, deltas))
+        made.append(_StubUpstream(status, headers, deltas, whole))
         return made[-1]
 
     yield make
@@ -763,6 +770,29 @@ def test_structured_answers_are_checked_against_their_schema(
     assert "response_format" in refused.json()["error"]["message"] and UP not in refused.text
     assert obj.status_code == 200, obj.text
     assert isinstance(json.loads(obj.json()["choices"][0]["message"]["content"]), dict)
+
+
+@pytest.mark.parametrize(
+    ("whole", "why"),
+    [
+        ({"error": {"message": f"overloaded (key {UP})"}}, "The upstream failed: overloaded (key ***)"),
+        ({"object": "chat.completion"}, "The upstream's answer has no `choices` list."),
+    ],
+)
+def test_a_whole_answer_that_is_not_one_is_an_upstream_error(
+    make_server: Callable[..., LocalServer],
+    client: Callable[..., httpx.Client],
+    stub: Callable[..., _StubUpstream],
+    whole: dict[str, Any],
+    why: str,
+) -> None:
+    upstream = stub(200, whole=whole)
+    gw = _gateway(make_server, [upstream.base_url])
+    with client(gw) as c:
+        answer = c.post("/v1/chat/completions", json=CHAT)
+    assert upstream.streamed == [False]
+    assert answer.status_code == 502 and answer.json()["error"]["code"] == "upstream_error"
+    assert answer.json()["error"]["message"] == why  # the upstream key it echoed is cut out
 
 
 def test_an_upstream_that_ignores_the_format_is_caught(
