@@ -107,10 +107,8 @@ def _body(
     body = req.model_dump(mode="json", exclude_unset=True, by_alias=True)
     body.pop("echo", None)  # the completions route puts the prompt in front itself, as for every engine
     body.update(model=model, stream=req.stream)
-    if req.stream:
+    if req.stream:  # `stream_options` without `stream` was refused (the request's `check()`)
         body["stream_options"] = {"include_usage": True}
-    else:
-        body.pop("stream_options", None)
     return body
 
 

@@ -281,8 +281,7 @@ class UpstreamRuntime(Runtime):
                 replica.outstanding -= 1
                 if not streamed and isinstance(exc, aiohttp.SocketTimeoutError):
                     # Still generating: not the replica's fault, and another would start the answer over.
-                    waited = self._waits(False)
-                    raise UpstreamError(f"The upstream's answer did not come within {waited}.") from None
+                    raise self._answer_late() from None
                 self.pool.failed(replica, f"{type(exc).__name__} on {path}")
                 if isinstance(exc, asyncio.TimeoutError):
                     waited = self._waits(streamed)
@@ -333,6 +332,9 @@ class UpstreamRuntime(Runtime):
         message = error.get("message") if isinstance(error, dict) else error
         return UpstreamError(f"The upstream {what}: {self._scrub(str(message))}")
 
+    def _answer_late(self) -> UpstreamError:
+        return UpstreamError(f"The upstream's answer did not come within {self._waits(False)}.")
+
     def _waits(self, streamed: bool) -> str:
         """How long a read waits, and the flag that sets it."""
         if streamed:
@@ -352,9 +354,9 @@ class UpstreamRuntime(Runtime):
         except asyncio.TimeoutError:
             if streamed:
                 message = f"The upstream sent nothing for {self._waits(True)}; the answer is incomplete."
+                sink.push(UpstreamError(message))
             else:
-                message = f"The upstream's answer did not come within {self._waits(False)}."
-            sink.push(UpstreamError(message))
+                sink.push(self._answer_late())
         except aiohttp.ClientError as exc:
             self.pool.failed(replica, f"{type(exc).__name__} mid-answer")
             sink.push(UpstreamError(f"The upstream broke off its answer ({type(exc).__name__}); retry."))

@@ -478,21 +478,17 @@ class LlamaEngine(Engine):
                 trusted = True
 
                 for i, seq in sample_at:
+                    logits = llama_cpp.llama_get_logits_ith(ctx, i)  # masks below write into it in place
                     raw = None
                     if seq.logprobs is not None:  # the model's own distribution, before anything reshapes it
-                        raw = np.ctypeslib.as_array(
-                            llama_cpp.llama_get_logits_ith(ctx, i), shape=(self._n_vocab,)
-                        )
-                        raw = raw.astype(np.float64)
+                        raw = np.ctypeslib.as_array(logits, shape=(self._n_vocab,)).astype(np.float64)
                     if seq.constraint is not None:
-                        seq.constraint.mask(llama_cpp.llama_get_logits_ith(ctx, i))
+                        seq.constraint.mask(logits)
                     if seq.hold_end > 0:  # min_tokens: the end tokens cannot be sampled yet
                         seq.hold_end -= 1
-                        logits = llama_cpp.llama_get_logits_ith(ctx, i)
                         for end in self._end_tokens:
                             logits[end] = -math.inf
                     if seq.sampler is None:  # greedy: the first largest logit, as llama.cpp's greedy sampler
-                        logits = llama_cpp.llama_get_logits_ith(ctx, i)
                         token = int(np.ctypeslib.as_array(logits, shape=(self._n_vocab,)).argmax())
                     else:
                         token = llama_cpp.llama_sampler_sample(seq.sampler, ctx, i)
