@@ -31,9 +31,9 @@ from typing import Any
 
 import jsonschema
 
-from ncompass_openai.server._chat_template import render_chat_template
 from ncompass_openai.server.engines._base import GenerationControl, SamplingParams, SequenceRequest
 from ncompass_openai.server.engines.llama import LlamaEngine
+from ncompass_openai.server.runtime._chat_template import render_chat_template
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = json.loads((ROOT / "tests" / "data" / "json_schemas.json").read_text())

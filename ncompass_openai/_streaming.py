@@ -23,8 +23,6 @@ The semantics are those of openai's ``Stream``, made stricter where it is silent
 
 from __future__ import annotations
 
-import importlib
-import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from types import TracebackType
 from typing import Any
@@ -33,65 +31,10 @@ import openai
 
 from ._compat import httpx
 from ._exceptions import StreamError, TruncatedStreamError
+from ._sse import SSEParser as _SSEParser
+from ._sse import loads as _loads
 
 __all__ = ["AsyncTextStream", "TextStream", "open_async_text_stream", "open_text_stream"]
-
-
-def _fastest_loads() -> Callable[[bytes], Any]:
-    # orjson (the `speedups` extra) decodes a chunk about 4x faster than json; both raise ValueError
-    # on bad input, which is all the parser relies on.
-    try:
-        return importlib.import_module("orjson").loads  # type: ignore[no-any-return]
-    except ImportError:
-        return json.loads
-
-
-_loads = _fastest_loads()
-
-
-class _SSEParser:
-    """Splits a byte stream into the ``data`` of each server-sent event (WHATWG SSE, data field only).
-
-    ``event:``, ``id:``, ``retry:`` and comment lines are ignored: OpenAI-style streams carry
-    everything in ``data``.
-    """
-
-    __slots__ = ("_data", "_pending")
-
-    def __init__(self) -> None:
-        self._pending = b""
-        self._data: list[bytes] = []
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        """Returns the data of every event completed by ``chunk``."""
-        buf = self._pending + chunk if self._pending else chunk
-        if b"\r" in buf:
-            # SSE allows \r\n, \r and \n line ends. A \r at the very end may be the first half of a
-            # \r\n split across two reads, so it waits for the next chunk.
-            buf = buf.replace(b"\r\n", b"\n")
-            if buf[-1:] == b"\r":
-                lines = buf[:-1].replace(b"\r", b"\n").split(b"\n")
-                self._pending = lines.pop() + b"\r"
-            else:
-                lines = buf.replace(b"\r", b"\n").split(b"\n")
-                self._pending = lines.pop()
-        else:
-            lines = buf.split(b"\n")
-            self._pending = lines.pop()
-        events: list[bytes] = []
-        data = self._data
-        for line in lines:
-            if line[:5] == b"data:":
-                data.append(line[6:] if line[5:6] == b" " else line[5:])
-            elif not line and data:
-                events.append(data[0] if len(data) == 1 else b"\n".join(data))
-                data.clear()
-        return events
-
-    def close(self) -> list[bytes]:
-        """Returns the last event when the body ends without the blank line that should close it."""
-        events = self.feed(b"\n\n") if self._pending or self._data else []
-        return events
 
 
 def _texts(event: dict[str, Any], chat: bool) -> list[str]:

@@ -18,9 +18,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "The local nCompass server", "pip install 'ncompass-openai[server]'"
     ) from exc
 
-from ._app import create_app
-from ._local import LocalServer
-from ._serve import serve
 from ._settings import ServerSettings
+from .http._app import create_app
+from .http._local import LocalServer
+from .http._serve import serve
 
 __all__ = ["LocalServer", "ServerSettings", "create_app", "serve"]

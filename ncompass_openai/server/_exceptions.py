@@ -1,12 +1,10 @@
 """What the server's parts raise: domain errors that know nothing of HTTP.
 
-The runtime, the stores and the deployment manager raise these; ``_errors.py`` is the one place that
-turns each into the protocol's answer (status, OpenAI error shape, headers).
+The runtime, the backends, the stores and the deployment manager raise these; ``api/_errors.py`` is the
+one place that turns each into the protocol's answer (status, OpenAI error shape, headers).
 """
 
 from __future__ import annotations
-
-from ._chat_template import ChatTemplateError
 
 __all__ = [
     "ChatTemplateError",
@@ -17,8 +15,13 @@ __all__ = [
     "ModelUnavailableError",
     "NotFound",
     "QueueFullError",
+    "Unauthenticated",
     "UpstreamError",
 ]
+
+
+class ChatTemplateError(ValueError):
+    """The chat template could not render these messages; the message says why."""
 
 
 class ModelLoadError(RuntimeError):
@@ -64,8 +67,16 @@ class _Refusal(Exception):
         self.code = code
 
 
-class InvalidRequest(_Refusal, ValueError):
-    """A request the server refuses: ``param`` names the field to change (answered 400)."""
+class InvalidRequest(_Refusal):
+    """A request the server refuses: ``param`` names the field to change (answered 400).
+
+    Not a ``ValueError``: raised inside a body's validator, it passes through pydantic as itself, with its
+    ``param``, instead of becoming one more validation error.
+    """
+
+
+class Unauthenticated(_Refusal):
+    """No API key, or one that is not the server's (answered 401 ``invalid_api_key``)."""
 
 
 class NotFound(_Refusal, LookupError):
@@ -89,7 +100,7 @@ class ModelNotRunning(Exception):
 
 
 class UpstreamError(Exception):
-    """The openai engine's upstream refused or failed a request (``_errors.py`` picks the status).
+    """The gateway's upstream refused or failed a request (``api/_errors.py`` picks the status).
 
     Args:
         message: What happened, for the tenant (never the upstream key).

@@ -92,10 +92,10 @@ def test_tenants_have_their_own_deployment(
         # The last tenant to stop frees the weights; the next start loads them again.
         b.post("/v1/deployment/stop")
         assert _wait_state(b, "stopped")["state"] == "stopped"
-        assert not srv.state.runtime.loaded
+        assert not srv.state.backend.loaded
         a.post("/v1/deployment/start")
         assert _wait_state(a, "running")["state"] == "running"
-        assert srv.state.runtime.loaded
+        assert srv.state.backend.loaded
 
 
 class _BrokenEngine(SyntheticEngine):
@@ -204,7 +204,7 @@ def test_stop_while_starting(
         # weights loaded.
         time.sleep(max(0.0, began + cold_start + load_time + 0.3 - time.time()))
         assert c.get("/v1/deployment").json()["state"] == "stopped"
-        assert not srv.state.runtime.loaded
+        assert not srv.state.backend.loaded
         c.post("/v1/deployment/start")
         assert _wait_state(c, "running")["state"] == "running"
 

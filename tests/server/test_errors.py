@@ -383,7 +383,7 @@ def test_model_stopped_mid_request_is_503_not_500(
         worker = threading.Thread(target=ask)
         worker.start()
         deadline = time.monotonic() + 5
-        while not srv.state.runtime.inflight(srv.state.tenants.tenants[0].id) and time.monotonic() < deadline:
+        while not srv.state.backend.inflight(srv.state.tenants.tenants[0].id) and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.1)
         assert stopper.post("/v1/deployment/stop").status_code == 202

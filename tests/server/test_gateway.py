@@ -27,7 +27,7 @@ from starlette.routing import Route
 from _helpers import free_port, llama_cpp_server, wait_for
 from ncompass_openai._compat import httpx
 from ncompass_openai.server import LocalServer
-from ncompass_openai.server._local import bind_socket
+from ncompass_openai.server.http._local import bind_socket
 
 from .conftest import ServerProcess
 
@@ -330,7 +330,7 @@ def test_clients_that_hang_up_free_their_places(
     paced = _upstream(synthetic_token_rate=20.0)
     try:
         gw = _gateway(make_server, [paced.base_url], max_queue_per_key=4)
-        runtime: Any = gw.state.runtime
+        runtime: Any = gw.state.backend
         for _ in range(3):  # more hang-ups than the key's limit: each one's place came back
             with client(gw, timeout=30) as c:
                 for _ in range(4):
@@ -342,13 +342,13 @@ def test_clients_that_hang_up_free_their_places(
         assert wait_for(lambda: runtime.inflight(runtime_tenant(gw, own_keys[0])) == 0, 5)
         assert wait_for(lambda: [r.outstanding for r in runtime.pool.replicas] == [0], 5)
         # The upstream stopped generating for them too: its own queue is empty.
-        assert wait_for(lambda: not paced.state.runtime.requests_by_tenant(), 5)
+        assert wait_for(lambda: not paced.state.backend.requests_by_tenant(), 5)
     finally:
         paced.stop()
 
 
 def runtime_tenant(srv: LocalServer, key: str) -> str:
-    from ncompass_openai.server._auth import hash_key, tenant_id_for
+    from ncompass_openai.server.ledger._auth import hash_key, tenant_id_for
 
     return tenant_id_for(hash_key(key))
 
@@ -370,7 +370,7 @@ def test_replica_killed_mid_stream(
     try:
         gw = _gateway(make_server, [slow.base_url, other.base_url], health_interval=30)
         # Steer the first request to the slow replica: the other one looks busy for a moment.
-        gw.state.runtime.pool.replicas[1].outstanding += 1  # type: ignore[attr-defined]
+        gw.state.backend.pool.replicas[1].outstanding += 1  # type: ignore[attr-defined]
         with client(gw, timeout=30) as c:
             with c.stream(
                 "POST", "/v1/chat/completions", json={**CHAT, "max_tokens": 200, "stream": True}
@@ -378,7 +378,7 @@ def test_replica_killed_mid_stream(
                 assert r.status_code == 200
                 pieces = r.iter_lines()
                 assert any(line.startswith("data: {") for line in pieces)  # the stream has begun
-                gw.state.runtime.pool.replicas[1].outstanding -= 1  # type: ignore[attr-defined]
+                gw.state.backend.pool.replicas[1].outstanding -= 1  # type: ignore[attr-defined]
                 slow.proc.send_signal(signal.SIGKILL)
                 rest = list(pieces)
             events = _sse("\n".join(rest))

@@ -7,7 +7,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from ncompass_openai.server._grammar import closed
+from ncompass_openai.server.backends.local._grammar import closed
 
 ARGS = {"type": "object", "properties": {"input": {"type": "integer"}}, "required": ["input"]}
 

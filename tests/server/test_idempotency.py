@@ -112,7 +112,7 @@ def test_a_client_that_hangs_up_leaves_no_answer_to_replay(
         time.sleep(0.2)
     tenant = srv.state.tenants.tenants[0].id
     deadline = time.monotonic() + 10
-    while srv.state.runtime.inflight(tenant) and time.monotonic() < deadline:
+    while srv.state.backend.inflight(tenant) and time.monotonic() < deadline:
         time.sleep(0.02)  # the server noticed, and stopped that generation
     time.sleep(0.2)
     headers = {"Idempotency-Key": "hang-up-1", "Content-Type": "application/json"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ncompass_openai.server._db import Database
+from ncompass_openai.server.ledger._db import Database
 
 pytestmark = pytest.mark.anyio
 

@@ -14,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ncompass_openai._compat import httpx
 from ncompass_openai.server import LocalServer
-from ncompass_openai.server._auth import hash_key, tenant_id_for
-from ncompass_openai.server._metrics import tenant_label
 from ncompass_openai.server.engines.synthetic import SyntheticEngine
+from ncompass_openai.server.http._metrics import tenant_label
+from ncompass_openai.server.ledger._auth import hash_key, tenant_id_for
 
 from .conftest import ServerProcess
 

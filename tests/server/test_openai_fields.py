@@ -13,7 +13,7 @@ import pytest
 from openai.types import completion_create_params
 from openai.types.chat import completion_create_params as chat_create_params
 
-from ncompass_openai.server._refused_fields import REASONS
+from ncompass_openai.server.protocol._refused_fields import REASONS
 
 TABLE = (Path(__file__).parents[2] / "docs" / "openai-fields.md").read_text()
 _ROW = re.compile(r"^\| `(?P<field>\w+)` \| (?P<status>[^|]+) \|(?P<notes>[^|]*)\|$", re.MULTILINE)

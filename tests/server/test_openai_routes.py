@@ -235,7 +235,7 @@ def test_a_client_that_hangs_up_frees_its_queue_place(make_server: Any, client: 
                 break
             time.sleep(0.05)
         assert answer.status_code == 200
-        assert srv.state.runtime.inflight(srv.state.tenants.tenants[0].id) == 0
+        assert srv.state.backend.inflight(srv.state.tenants.tenants[0].id) == 0
 
 
 def test_a_fast_stream_abandoned_by_its_client_stops_at_once(

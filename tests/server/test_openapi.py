@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ncompass_openai.server._openapi import NO_BODY
+from ncompass_openai.server.http._openapi import NO_BODY
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_every_route_has_request_and_response_schemas(spec: dict[str, Any]) -> N
 
 
 def test_request_schemas_are_the_models_the_routes_validate_with(spec: dict[str, Any]) -> None:
-    from ncompass_openai.server._schemas import ChatCompletionRequest
+    from ncompass_openai.server.protocol._schemas import ChatCompletionRequest
 
     chat = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
     served = _resolve(spec, chat["schema"])

@@ -73,7 +73,7 @@ def test_create_app_keeps_state_per_app() -> None:
 def test_structured_outputs_without_llguidance_name_the_install_command() -> None:
     code = (
         "import sys; sys.modules['llguidance'] = None\n"
-        "from ncompass_openai.server._grammar import json_schema_grammar\n"
+        "from ncompass_openai.server.backends.local._grammar import json_schema_grammar\n"
         "try:\n"
         "    json_schema_grammar({'type': 'object'}, 'response_format')\n"
         "except Exception as exc:\n"

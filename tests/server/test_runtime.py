@@ -14,10 +14,10 @@ from ncompass_openai.server._exceptions import (
     ModelUnavailableError,
     QueueFullError,
 )
-from ncompass_openai.server._runtime import GenerationEvent, InferenceRuntime, SamplingParams
-from ncompass_openai.server._stop import StopMatcher
 from ncompass_openai.server.engines import make_engine
 from ncompass_openai.server.engines.synthetic import SyntheticEngine
+from ncompass_openai.server.runtime._runtime import GenerationEvent, InferenceRuntime, SamplingParams
+from ncompass_openai.server.runtime._stop import StopMatcher
 
 pytestmark = pytest.mark.anyio
 

