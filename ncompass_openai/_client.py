@@ -9,7 +9,6 @@ response hook that hands an implicit session opened by its inference to the bill
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from functools import cached_property
@@ -21,7 +20,7 @@ import openai
 from anyio.lowlevel import RunVar
 from openai import NotGiven, not_given
 from openai._models import FinalRequestOptions
-from typing_extensions import override
+from typing_extensions import Unpack, override
 
 from ._client_base import NCompassBase, first_model, warn_stop_failed
 from ._compat import httpx
@@ -47,7 +46,7 @@ from .resources.sessions import note_billing
 from .types import Session
 
 if TYPE_CHECKING:
-    from .batch import BatchSource, BatchSummary, ProgressReporter
+    from .batch import BatchOptions, BatchSource, BatchSummary
 
 __all__ = ["AsyncNCompass", "ModelNotRunningAPIError", "NCompass"]
 
@@ -121,35 +120,12 @@ class NCompass(SyncLegacyMixin, NCompassBase, openai.OpenAI):
                     raise
                 warn_stop_failed(session.id, error)  # the user's own exception goes on, unhidden
 
-    def run_batch(
-        self,
-        source: BatchSource,
-        *,
-        output: str | os.PathLike[str],
-        errors: str | os.PathLike[str] | None = None,
-        concurrency: int | str = "auto",
-        session: bool = True,
-        defaults: Mapping[str, object] | None = None,
-        max_retries: int | None = None,
-        wait_timeout: float | None = 1800.0,
-        reporter: ProgressReporter | None = None,
-    ) -> BatchSummary:
+    def run_batch(self, source: BatchSource, **options: Unpack[BatchOptions]) -> BatchSummary:
         """Runs a batch job in one session and returns its summary; the arguments are those of
         :meth:`AsyncNCompass.run_batch` (this runs it on a private event loop, so not inside one)."""
         from .batch import run_batch_sync
 
-        return run_batch_sync(
-            self,
-            source,
-            output=output,
-            errors=errors,
-            concurrency=concurrency,
-            session=session,
-            defaults=defaults,
-            max_retries=max_retries,
-            wait_timeout=wait_timeout,
-            reporter=reporter,
-        )
+        return run_batch_sync(self, source, **options)
 
     @override
     def _send_request(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
@@ -276,19 +252,7 @@ class AsyncNCompass(AsyncLegacyMixin, NCompassBase, openai.AsyncOpenAI):
                     raise
                 warn_stop_failed(session.id, error)
 
-    async def run_batch(
-        self,
-        source: BatchSource,
-        *,
-        output: str | os.PathLike[str],
-        errors: str | os.PathLike[str] | None = None,
-        concurrency: int | str = "auto",
-        session: bool = True,
-        defaults: Mapping[str, object] | None = None,
-        max_retries: int | None = None,
-        wait_timeout: float | None = 1800.0,
-        reporter: ProgressReporter | None = None,
-    ) -> BatchSummary:
+    async def run_batch(self, source: BatchSource, **options: Unpack[BatchOptions]) -> BatchSummary:
         """Runs a batch job in one time-billed session, the deployment kept saturated; see "Batch jobs".
 
         Every input line is checked before anything is sent. The model is brought up first (a cold
@@ -299,35 +263,16 @@ class AsyncNCompass(AsyncLegacyMixin, NCompassBase, openai.AsyncOpenAI):
         Args:
             source: A JSONL file in OpenAI's Batch API format (``custom_id``, ``method``, ``url``,
                 ``body``), or an iterable of prompts (``str``), message lists, or line-shaped dicts.
-            output: OpenAI's batch output JSONL, one line per answer, appended in completion order.
-            errors: Requests that failed for good, in the same shape (default:
-                ``<output stem>.errors.jsonl``).
-            concurrency: ``"auto"`` (climb to the deployment's throughput knee, within the server's
-                per-key limit) or a fixed number of requests in flight.
-            session: Run inside a session of its own; ``False`` for a plain OpenAI-compatible server.
-            defaults: Body fields for prompts and message lists (``max_tokens``, ``temperature``...).
-            max_retries: Retries of a request after a 408, 409, 5xx or connection error (default: the
-                client's); 429s and ``503 model_starting`` wait their ``Retry-After`` instead.
-            wait_timeout: Seconds to wait for the model to come up; ``None`` waits without limit.
-            reporter: A :class:`ncompass_openai.batch.ProgressReporter` told of progress.
+            **options: :class:`ncompass_openai.batch.BatchOptions`: ``output`` (required), ``errors``,
+                ``concurrency``, ``session``, ``defaults``, ``max_retries``, ``wait_timeout``,
+                ``reporter``.
 
         Raises:
             BatchInputError: a bad line (or item), by number; nothing was sent.
         """
         from .batch import run_batch
 
-        return await run_batch(
-            self,
-            source,
-            output=output,
-            errors=errors,
-            concurrency=concurrency,
-            session=session,
-            defaults=defaults,
-            max_retries=max_retries,
-            wait_timeout=wait_timeout,
-            reporter=reporter,
-        )
+        return await run_batch(self, source, **options)
 
     @override
     async def _send_request(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:

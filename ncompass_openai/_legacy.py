@@ -13,30 +13,28 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, cast
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, cast
 
 import openai
 from openai.resources.chat.completions import Completions as _ChatCompletions
 from openai.resources.completions import Completions as _Completions
 
-from ._validation import split_params
+from ._validation import split_params, validate_messages, validate_prompt, validate_sampling
 
 __all__ = [
     "CHAT_BATCH_CONCURRENCY",
-    "CHAT_PARAMS",
-    "COMPLETION_PARAMS",
     "FIRST_POLL",
     "UNREACHABLE",
-    "chat_extra",
-    "chat_text",
-    "choice_texts",
-    "completion_text",
-    "one_or_many",
+    "Planned",
+    "Sampling",
+    "chat_texts",
+    "completion_texts",
+    "plan_chat",
+    "plan_completion",
     "print_pieces",
-    "request",
-    "sampling",
-    "stream_batch_error",
 ]
+
 
 CHAT_BATCH_CONCURRENCY = 4
 """How many conversations of a chat batch are in flight at once (chat has no batched request)."""
@@ -101,6 +99,82 @@ def request(
     kwargs.update(sampling)
     kwargs["model"] = model
     return kwargs
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A 0.0.x call checked and planned, with no I/O: what the twins send once they know the model.
+
+    ``payload``: the prompt(s) or the conversation(s); ``model``: the caller's, if it named one.
+    """
+
+    batch: bool
+    stream: bool
+    payload: Any
+    model: str | None
+    known: frozenset[str]
+    params: dict[str, Any]
+    sampling: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def kwargs(self, model: str) -> dict[str, Any]:
+        """openai's ``create()`` keyword arguments for ``model``."""
+        return request(model, dict(self.params), self.known, self.sampling, self.extra)
+
+
+class Sampling(NamedTuple):
+    """The three sampling arguments every 0.0.x call takes positionally (``None``: the server's default)."""
+
+    max_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+
+    def checked(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The fields sent, once checked (before any network call) with the call's ``min_tokens``."""
+        validate_sampling(self.max_tokens, self.temperature, self.top_p, params.get("min_tokens"))
+        return sampling(self.max_tokens, self.temperature, self.top_p)
+
+
+def plan_completion(
+    prompt: str | Sequence[str], values: Sampling, stream: bool, params: dict[str, Any]
+) -> Planned:
+    """``complete_prompt``'s checks (before any network call) and request."""
+    batch = validate_prompt(prompt)
+    fields = values.checked(params)
+    if stream and batch:
+        raise stream_batch_error("prompt")
+    payload = list(prompt) if batch else cast(str, prompt)
+    return Planned(batch, stream, payload, params.pop("model", None), COMPLETION_PARAMS, params, fields)
+
+
+def plan_chat(
+    messages: Sequence[Mapping[str, Any]] | Sequence[Sequence[Mapping[str, Any]]],
+    add_generation_prompt: bool,
+    chat_template: str | None,
+    values: Sampling,
+    stream: bool,
+    params: dict[str, Any],
+) -> Planned:
+    """``complete_chat``'s checks (before any network call) and request."""
+    batch = validate_messages(messages)
+    fields = values.checked(params)
+    extra = chat_extra(add_generation_prompt, chat_template, params)
+    if stream and batch:
+        raise stream_batch_error("conversation")
+    return Planned(
+        batch, stream, list(messages), params.pop("model", None), CHAT_PARAMS, params, fields, extra
+    )
+
+
+def completion_texts(plan: Planned, choices: Sequence[Any]) -> str | list[str]:
+    """A completion's answer: its text, or the list of them for a list prompt (or ``n`` > 1)."""
+    texts = choice_texts(choices, completion_text)
+    return texts if plan.batch else one_or_many(texts)
+
+
+def chat_texts(choices: Sequence[Any]) -> str | list[str]:
+    """One conversation's answer: its text, or the list of them with ``n`` > 1."""
+    return one_or_many(choice_texts(choices, chat_text))
 
 
 def choice_texts(choices: Sequence[Any], attr: Callable[[Any], str | None]) -> list[str]:

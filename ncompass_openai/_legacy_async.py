@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import anyio
@@ -12,22 +12,18 @@ import openai
 
 from ._legacy import (
     CHAT_BATCH_CONCURRENCY,
-    CHAT_PARAMS,
-    COMPLETION_PARAMS,
     FIRST_POLL,
     UNREACHABLE,
-    chat_extra,
-    chat_text,
-    choice_texts,
-    completion_text,
-    one_or_many,
+    Planned,
+    Sampling,
+    chat_texts,
+    completion_texts,
+    plan_chat,
+    plan_completion,
     print_pieces,
-    request,
-    sampling,
-    stream_batch_error,
 )
+from ._legacy_defaults import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from ._streaming import AsyncTextStream, open_async_text_stream
-from ._validation import validate_messages, validate_prompt, validate_sampling
 
 if TYPE_CHECKING:
     from ._client import AsyncNCompass
@@ -124,9 +120,9 @@ class AsyncLegacyMixin:
     async def complete_prompt(
         self,
         prompt: str | Sequence[str],
-        max_tokens: int | None = 300,
-        temperature: float | None = 0.5,
-        top_p: float | None = 0.9,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
+        temperature: float | None = DEFAULT_TEMPERATURE,
+        top_p: float | None = DEFAULT_TOP_P,
         stream: bool = True,
         **params: Any,
     ) -> AsyncTextStream | str | list[str]:
@@ -141,21 +137,24 @@ class AsyncLegacyMixin:
                 text (a list, in input order, for a list prompt).
             **params: any other openai completions parameter or vLLM extension (sent in ``extra_body``).
         """
-        batch = validate_prompt(prompt)
-        validate_sampling(max_tokens, temperature, top_p, params.get("min_tokens"))
-        if stream and batch:
-            raise stream_batch_error("prompt")
+        plan = plan_completion(prompt, Sampling(max_tokens, temperature, top_p), stream, params)
+        return await self._complete_prompt(plan, None)
+
+    async def _complete_prompt(
+        self,
+        plan: Planned,
+        on_close: Callable[[], None] | None,
+    ) -> AsyncTextStream | str | list[str]:
         client = self._nc()
-        model = params.pop("model", None) or await client.resolve_model()
-        kwargs = request(model, params, COMPLETION_PARAMS, sampling(max_tokens, temperature, top_p), {})
-        payload: str | list[str] = list(prompt) if batch else cast(str, prompt)
-        if stream:
-            raw = client.completions.with_streaming_response.create(prompt=payload, stream=True, **kwargs)
+        kwargs = plan.kwargs(plan.model or await client.resolve_model())
+        if plan.stream:
+            raw = client.completions.with_streaming_response.create(
+                prompt=plan.payload, stream=True, **kwargs
+            )
             response = await raw.__aenter__()
-            return await open_async_text_stream(response.http_response, chat=False)
-        completion = await client.completions.create(prompt=payload, stream=False, **kwargs)
-        texts = choice_texts(completion.choices, completion_text)
-        return texts if batch else one_or_many(texts)
+            return await open_async_text_stream(response.http_response, chat=False, on_close=on_close)
+        completion = await client.completions.create(prompt=plan.payload, stream=False, **kwargs)
+        return completion_texts(plan, completion.choices)
 
     @overload
     async def complete_chat(
@@ -199,9 +198,9 @@ class AsyncLegacyMixin:
         messages: Sequence[Mapping[str, Any]] | Sequence[Sequence[Mapping[str, Any]]],
         add_generation_prompt: bool = True,
         chat_template: str | None = None,
-        max_tokens: int | None = 300,
-        temperature: float | None = 0.5,
-        top_p: float | None = 0.9,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
+        temperature: float | None = DEFAULT_TEMPERATURE,
+        top_p: float | None = DEFAULT_TOP_P,
         stream: bool = True,
         **params: Any,
     ) -> AsyncTextStream | str | list[str]:
@@ -218,30 +217,39 @@ class AsyncLegacyMixin:
             stream: True returns an :class:`AsyncTextStream`; False the finished text (or list).
             **params: any other openai chat parameter or vLLM extension (sent in ``extra_body``).
         """
-        batch = validate_messages(messages)
-        validate_sampling(max_tokens, temperature, top_p, params.get("min_tokens"))
-        extra = chat_extra(add_generation_prompt, chat_template, params)
-        if stream and batch:
-            raise stream_batch_error("conversation")
+        plan = plan_chat(
+            messages,
+            add_generation_prompt,
+            chat_template,
+            Sampling(max_tokens, temperature, top_p),
+            stream,
+            params,
+        )
+        return await self._complete_chat(plan, None)
+
+    async def _complete_chat(
+        self,
+        plan: Planned,
+        on_close: Callable[[], None] | None,
+    ) -> AsyncTextStream | str | list[str]:
         client = self._nc()
-        model = params.pop("model", None) or await client.resolve_model()
-        kwargs = request(model, params, CHAT_PARAMS, sampling(max_tokens, temperature, top_p), extra)
-        if stream:
+        kwargs = plan.kwargs(plan.model or await client.resolve_model())
+        if plan.stream:
             raw = client.chat.completions.with_streaming_response.create(
-                messages=cast(Any, list(messages)), stream=True, **kwargs
+                messages=plan.payload, stream=True, **kwargs
             )
             response = await raw.__aenter__()
-            return await open_async_text_stream(response.http_response, chat=True)
+            return await open_async_text_stream(response.http_response, chat=True, on_close=on_close)
 
         async def answer(conversation: Sequence[Mapping[str, Any]]) -> str | list[str]:
             completion = await client.chat.completions.create(
                 messages=cast(Any, list(conversation)), stream=False, **kwargs
             )
-            return one_or_many(choice_texts(completion.choices, chat_text))
+            return chat_texts(completion.choices)
 
-        if not batch:
-            return await answer(cast("Sequence[Mapping[str, Any]]", messages))
-        conversations = cast("Sequence[Sequence[Mapping[str, Any]]]", messages)
+        if not plan.batch:
+            return await answer(plan.payload)
+        conversations = cast("Sequence[Sequence[Mapping[str, Any]]]", plan.payload)
         results: list[Any] = [None] * len(conversations)
         errors: list[Exception] = []
         limiter = anyio.CapacityLimiter(CHAT_BATCH_CONCURRENCY)

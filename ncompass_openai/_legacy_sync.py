@@ -11,22 +11,18 @@ import openai
 
 from ._legacy import (
     CHAT_BATCH_CONCURRENCY,
-    CHAT_PARAMS,
-    COMPLETION_PARAMS,
     FIRST_POLL,
     UNREACHABLE,
-    chat_extra,
-    chat_text,
-    choice_texts,
-    completion_text,
-    one_or_many,
+    Planned,
+    Sampling,
+    chat_texts,
+    completion_texts,
+    plan_chat,
+    plan_completion,
     print_pieces,
-    request,
-    sampling,
-    stream_batch_error,
 )
+from ._legacy_defaults import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from ._streaming import TextStream, open_text_stream
-from ._validation import validate_messages, validate_prompt, validate_sampling
 
 if TYPE_CHECKING:
     from ._client import NCompass
@@ -127,9 +123,9 @@ class SyncLegacyMixin:
     def complete_prompt(
         self,
         prompt: str | Sequence[str],
-        max_tokens: int | None = 300,
-        temperature: float | None = 0.5,
-        top_p: float | None = 0.9,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
+        temperature: float | None = DEFAULT_TEMPERATURE,
+        top_p: float | None = DEFAULT_TOP_P,
         stream: bool = True,
         **params: Any,
     ) -> TextStream | str | list[str]:
@@ -147,32 +143,23 @@ class SyncLegacyMixin:
                 ``timeout``, …) or vLLM extension (``top_k``, ``min_p``, ``repetition_penalty``: sent in
                 ``extra_body``).
         """
-        return self._complete_prompt(prompt, max_tokens, temperature, top_p, stream, params, None)
+        plan = plan_completion(prompt, Sampling(max_tokens, temperature, top_p), stream, params)
+        return self._complete_prompt(plan, None)
 
     def _complete_prompt(
         self,
-        prompt: str | Sequence[str],
-        max_tokens: int | None,
-        temperature: float | None,
-        top_p: float | None,
-        stream: bool,
-        params: dict[str, Any],
+        plan: Planned,
         on_close: Callable[[], None] | None,
     ) -> TextStream | str | list[str]:
-        batch = validate_prompt(prompt)
-        validate_sampling(max_tokens, temperature, top_p, params.get("min_tokens"))
-        if stream and batch:
-            raise stream_batch_error("prompt")
         client = self._nc()
-        model = params.pop("model", None) or client.resolve_model()
-        kwargs = request(model, params, COMPLETION_PARAMS, sampling(max_tokens, temperature, top_p), {})
-        payload: str | list[str] = list(prompt) if batch else cast(str, prompt)
-        if stream:
-            raw = client.completions.with_streaming_response.create(prompt=payload, stream=True, **kwargs)
+        kwargs = plan.kwargs(plan.model or client.resolve_model())
+        if plan.stream:
+            raw = client.completions.with_streaming_response.create(
+                prompt=plan.payload, stream=True, **kwargs
+            )
             return open_text_stream(raw.__enter__().http_response, chat=False, on_close=on_close)
-        completion = client.completions.create(prompt=payload, stream=False, **kwargs)
-        texts = choice_texts(completion.choices, completion_text)
-        return texts if batch else one_or_many(texts)
+        completion = client.completions.create(prompt=plan.payload, stream=False, **kwargs)
+        return completion_texts(plan, completion.choices)
 
     @overload
     def complete_chat(
@@ -216,9 +203,9 @@ class SyncLegacyMixin:
         messages: Sequence[Mapping[str, Any]] | Sequence[Sequence[Mapping[str, Any]]],
         add_generation_prompt: bool = True,
         chat_template: str | None = None,
-        max_tokens: int | None = 300,
-        temperature: float | None = 0.5,
-        top_p: float | None = 0.9,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
+        temperature: float | None = DEFAULT_TEMPERATURE,
+        top_p: float | None = DEFAULT_TOP_P,
         stream: bool = True,
         **params: Any,
     ) -> TextStream | str | list[str]:
@@ -237,41 +224,26 @@ class SyncLegacyMixin:
             **params: any other openai chat parameter or vLLM extension (``top_k``,
                 ``continue_final_message``, ``chat_template_kwargs``, …: sent in ``extra_body``).
         """
-        return self._complete_chat(
+        plan = plan_chat(
             messages,
             add_generation_prompt,
             chat_template,
-            max_tokens,
-            temperature,
-            top_p,
+            Sampling(max_tokens, temperature, top_p),
             stream,
             params,
-            None,
         )
+        return self._complete_chat(plan, None)
 
     def _complete_chat(
         self,
-        messages: Sequence[Mapping[str, Any]] | Sequence[Sequence[Mapping[str, Any]]],
-        add_generation_prompt: bool,
-        chat_template: str | None,
-        max_tokens: int | None,
-        temperature: float | None,
-        top_p: float | None,
-        stream: bool,
-        params: dict[str, Any],
+        plan: Planned,
         on_close: Callable[[], None] | None,
     ) -> TextStream | str | list[str]:
-        batch = validate_messages(messages)
-        validate_sampling(max_tokens, temperature, top_p, params.get("min_tokens"))
-        extra = chat_extra(add_generation_prompt, chat_template, params)
-        if stream and batch:
-            raise stream_batch_error("conversation")
         client = self._nc()
-        model = params.pop("model", None) or client.resolve_model()
-        kwargs = request(model, params, CHAT_PARAMS, sampling(max_tokens, temperature, top_p), extra)
-        if stream:
+        kwargs = plan.kwargs(plan.model or client.resolve_model())
+        if plan.stream:
             raw = client.chat.completions.with_streaming_response.create(
-                messages=cast(Any, list(messages)), stream=True, **kwargs
+                messages=plan.payload, stream=True, **kwargs
             )
             return open_text_stream(raw.__enter__().http_response, chat=True, on_close=on_close)
 
@@ -279,11 +251,11 @@ class SyncLegacyMixin:
             completion = client.chat.completions.create(
                 messages=cast(Any, list(conversation)), stream=False, **kwargs
             )
-            return one_or_many(choice_texts(completion.choices, chat_text))
+            return chat_texts(completion.choices)
 
-        if not batch:
-            return answer(cast("Sequence[Mapping[str, Any]]", messages))
-        conversations = cast("Sequence[Sequence[Mapping[str, Any]]]", messages)
+        if not plan.batch:
+            return answer(plan.payload)
+        conversations = cast("Sequence[Sequence[Mapping[str, Any]]]", plan.payload)
         with ThreadPoolExecutor(max_workers=min(CHAT_BATCH_CONCURRENCY, len(conversations))) as pool:
             futures = [pool.submit(answer, conversation) for conversation in conversations]
             try:

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ._client import NCompass
-from ._legacy import print_pieces
+from ._legacy import Sampling, plan_chat, plan_completion, print_pieces
+from ._legacy_defaults import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from ._streaming import TextStream
 from .types import Session
 
@@ -195,9 +196,9 @@ class nCompassOLOC:
         cls,
         api_key: str,
         prompt: str | Sequence[str],
-        max_tokens: int | None = 300,
-        temperature: float | None = 0.5,
-        top_p: float | None = 0.9,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
+        temperature: float | None = DEFAULT_TEMPERATURE,
+        top_p: float | None = DEFAULT_TOP_P,
         stream: bool = True,
         pprint: bool = False,
         **params: Any,
@@ -214,13 +215,9 @@ class nCompassOLOC:
             pprint: with ``stream=True``, print the pieces as they arrive and return None.
             **params: any other openai or vLLM parameter (see :meth:`NCompass.complete_prompt`).
         """
+        plan = plan_completion(prompt, Sampling(max_tokens, temperature, top_p), stream, params)
         return cls._complete(
-            api_key,
-            stream,
-            pprint,
-            lambda client, on_close: client._complete_prompt(
-                prompt, max_tokens, temperature, top_p, stream, params, on_close
-            ),
+            api_key, stream, pprint, lambda client, on_close: client._complete_prompt(plan, on_close)
         )
 
     @classmethod
@@ -230,9 +227,9 @@ class nCompassOLOC:
         messages: Sequence[Mapping[str, Any]] | Sequence[Sequence[Mapping[str, Any]]],
         add_generation_prompt: bool = True,
         chat_template: str | None = None,
-        max_tokens: int | None = 300,
-        temperature: float | None = 0.5,
-        top_p: float | None = 0.9,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
+        temperature: float | None = DEFAULT_TEMPERATURE,
+        top_p: float | None = DEFAULT_TOP_P,
         stream: bool = True,
         pprint: bool = False,
         **params: Any,
@@ -252,12 +249,16 @@ class nCompassOLOC:
             pprint: with ``stream=True``, print the pieces as they arrive and return None.
             **params: any other openai or vLLM parameter (see :meth:`NCompass.complete_chat`).
         """
-        args = (messages, add_generation_prompt, chat_template, max_tokens, temperature, top_p)
-        return cls._complete(
-            api_key,
+        plan = plan_chat(
+            messages,
+            add_generation_prompt,
+            chat_template,
+            Sampling(max_tokens, temperature, top_p),
             stream,
-            pprint,
-            lambda client, on_close: client._complete_chat(*args, stream, params, on_close),
+            params,
+        )
+        return cls._complete(
+            api_key, stream, pprint, lambda client, on_close: client._complete_chat(plan, on_close)
         )
 
     @staticmethod

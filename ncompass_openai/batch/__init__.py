@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from ._concurrency import AutoConcurrency, Concurrency, FixedConcurrency
 from ._input import URLS, BatchInputError, BatchRequest, BatchSource
-from ._runner import BatchProgress, BatchSummary, ProgressReporter, run_batch, run_batch_sync
+from ._progress import BatchProgress, BatchSummary, ProgressReporter
+from ._runner import BatchOptions, run_batch, run_batch_sync
 
 __all__ = [
     "URLS",
     "AutoConcurrency",
     "BatchInputError",
+    "BatchOptions",
     "BatchProgress",
     "BatchRequest",
     "BatchSource",

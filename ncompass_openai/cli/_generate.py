@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .._legacy_defaults import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from ._common import JsonOption, client_of, handle_errors
 from ._output import print_json
 
@@ -69,9 +70,9 @@ def complete(
         str | None,
         typer.Argument(metavar="PROMPT", help="The prompt; `-` reads it from stdin.", show_default=False),
     ] = None,
-    max_tokens: MaxTokens = 300,
-    temperature: Temperature = 0.5,
-    top_p: TopP = 0.9,
+    max_tokens: MaxTokens = DEFAULT_MAX_TOKENS,
+    temperature: Temperature = DEFAULT_TEMPERATURE,
+    top_p: TopP = DEFAULT_TOP_P,
     model: Model = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -105,9 +106,9 @@ def chat(
     ] = None,
     system: Annotated[str | None, typer.Option(help="A system message.", show_default=False)] = None,
     model: Model = None,
-    max_tokens: MaxTokens = 300,
-    temperature: Temperature = 0.5,
-    top_p: TopP = 0.9,
+    max_tokens: MaxTokens = DEFAULT_MAX_TOKENS,
+    temperature: Temperature = DEFAULT_TEMPERATURE,
+    top_p: TopP = DEFAULT_TOP_P,
     json_output: JsonOption = False,
 ) -> None:
     """Chat with the model, the answer streamed to the terminal (--json: the whole response object)."""

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import typer
 from typer.core import TyperCommand
 
+from .._legacy_defaults import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from ._common import fail, handle_errors, wait_for_model
 from ._output import format_duration, stderr_console
 
@@ -114,7 +115,11 @@ def demo(
     from .._client import NCompass
     from ..server import LocalServer
 
-    params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": 0.5, "top_p": 0.9}
+    params: dict[str, Any] = {
+        "max_tokens": max_tokens,
+        "temperature": DEFAULT_TEMPERATURE,
+        "top_p": DEFAULT_TOP_P,
+    }
     console.rule("ncompass demo: the 0.0.x hello world against a local nCompass server")
     # wait_for_model=False: the model loads while the session starts, and the spinner shows the wait.
     with LocalServer(
