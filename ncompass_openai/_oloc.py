@@ -186,7 +186,8 @@ class nCompassOLOC:
 
         Args:
             api_key: the nCompass API key.
-            timeout: seconds to wait before raising :class:`DeploymentTimeoutError`.
+            timeout: seconds to wait before raising
+                [`DeploymentTimeoutError`][ncompass_openai._exceptions.DeploymentTimeoutError].
         """
         with cls._using(api_key) as entry:
             entry.client.wait_until_model_running(timeout=timeout)
@@ -213,7 +214,7 @@ class nCompassOLOC:
             top_p: nucleus sampling mass, in (0, 1].
             stream: True streams text pieces, False returns the finished text (or list of texts).
             pprint: with ``stream=True``, print the pieces as they arrive and return None.
-            **params: any other openai or vLLM parameter (see :meth:`NCompass.complete_prompt`).
+            **params: any other openai or vLLM parameter (see `NCompass.complete_prompt`).
         """
         plan = plan_completion(prompt, Sampling(max_tokens, temperature, top_p), stream, params)
         return cls._complete(
@@ -247,7 +248,7 @@ class nCompassOLOC:
             top_p: nucleus sampling mass, in (0, 1].
             stream: True streams text pieces, False returns the finished text (or list).
             pprint: with ``stream=True``, print the pieces as they arrive and return None.
-            **params: any other openai or vLLM parameter (see :meth:`NCompass.complete_chat`).
+            **params: any other openai or vLLM parameter (see `NCompass.complete_chat`).
         """
         plan = plan_chat(
             messages,

@@ -8,6 +8,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = ["DEFAULT_BASE_URL", "NCompassSettings"]
 
 DEFAULT_BASE_URL = "https://api.ncompass.tech/v1"
+"""The hosted nCompass API: the clients' base URL unless ``NCOMPASS_BASE_URL`` or ``base_url=`` names one."""
 
 
 class NCompassSettings(BaseSettings):

@@ -191,7 +191,7 @@ async def _aiter_text(response: httpx.Response, chat: bool, finish: _Finish) -> 
 class TextStream:
     """An iterator over the new text pieces of one streamed completion (each piece once, in order).
 
-    Iterate it, or call :meth:`close` (or use it as a context manager) to stop early and free the
+    Iterate it, or call `close()` (or use it as a context manager) to stop early and free the
     connection. Dropping it, or leaving a ``for`` loop over it early, frees the connection as well.
     """
 

@@ -24,6 +24,8 @@ DeploymentState = Literal["stopped", "starting", "running", "stopping", "failed"
 
 
 class SessionUsage(BaseModel):
+    """The tokens of a session's requests (billing is by time; these are for the record)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
 

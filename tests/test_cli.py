@@ -222,7 +222,8 @@ def test_session_lifecycle_with_json(cli_server: LocalServer) -> None:
     assert by_id.json()["status"] == "active"
 
     listed = run(cli_server, "session", "list", "--status", "active", "--json")
-    assert [s["id"] for s in listed.json()] == [session["id"]]
+    assert listed.json()["object"] == "list"
+    assert [s["id"] for s in listed.json()["data"]] == [session["id"]]
 
     stopped = run(cli_server, "session", "stop", "--json")
     assert stopped.code == 0
@@ -409,7 +410,8 @@ def test_booking_add_list_cancel(cli_server: LocalServer) -> None:
     assert booking["note"] == "demo day"
 
     listed = run(cli_server, "book", "list", "--json").json()
-    assert booking["id"] in [b["id"] for b in listed]
+    assert listed["object"] == "list"  # the API's list shape, as docs/cli.md's jq line reads it
+    assert booking["id"] in [b["id"] for b in listed["data"]]
     table = run(cli_server, "book", "list")
     assert booking["id"] in table.stdout
 
@@ -509,6 +511,48 @@ def test_subprocess_model_status_json_and_complete(cli_server: LocalServer) -> N
     completed = run_subprocess(cli_server, "complete", "Say hi", "--max-tokens", "5")
     assert completed.code == 0, completed.stderr
     assert completed.stdout.strip()
+
+
+def test_a_refused_key_given_with_the_flag_is_named_as_the_flags(cli_server: LocalServer) -> None:
+    line = _one_error_line(run(cli_server, "--api-key", BAD_KEY, "session", "list", key=None))
+    assert line.startswith("Error: 401: Invalid API key")
+    assert "--api-key" in line and "NCOMPASS_API_KEY" not in line  # the environment had no key at all
+    from_env = _one_error_line(run(cli_server, "session", "list", key=BAD_KEY))
+    assert "NCOMPASS_API_KEY" in from_env  # from the environment: the server's advice stands
+
+
+@pytest.mark.parametrize("option", ["--api-key", "--base-url"])
+def test_a_root_option_after_the_command_says_where_it_goes(option: str) -> None:
+    ran = run_subprocess(None, "model", "status", option, "x-value-0123456789")
+    assert ran.code == 2
+    assert ran.stderr.startswith(
+        f"Error: {option} is an option of `ncompass` itself: put it before the command"
+    )
+    assert "Traceback" not in ran.stderr
+
+
+def test_serve_keeps_its_own_api_key_option() -> None:
+    ran = run_subprocess(None, "serve", "--api-key", "x-value-0123456789", "--help")
+    assert ran.code == 0, ran.stderr
+    assert "--api-key" in ran.stdout
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["batch", "run"], ["model", "start"], ["session", "list"], ["serve"]]
+)
+def test_flags_show_no_type_in_the_help(command: list[str]) -> None:
+    shown = run(None, *command, "--help")
+    assert shown.code == 0, shown.stderr
+    typed = [line for line in shown.stdout.splitlines() if "<bool>" in line]
+    assert all("--help" in line for line in typed), typed  # only Typer's own --help keeps its <bool>
+
+
+def test_top_p_zero_is_refused_as_its_help_says() -> None:
+    shown = run(None, "complete", "--help")
+    assert "above 0, at most 1" in " ".join(shown.stdout.split())
+    ran = run(None, "complete", "Hi", "--top-p", "0")
+    assert ran.code == 2  # a usage error, before any request
+    assert "0 is not in (0, 1]" in " ".join(ran.stderr.split())
 
 
 def test_subprocess_errors_are_one_line_and_exit_1(cli_server: LocalServer) -> None:

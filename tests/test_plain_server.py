@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from _helpers import close, llama_cpp_server, make_client, resolve
-from ncompass_openai import LifecycleAPIUnavailableError, NCompass, nCompass
+from ncompass_openai import BaseURLError, LifecycleAPIUnavailableError, NCompass, nCompass
 
 pytestmark = pytest.mark.model  # the plain server loads the real model
 KEY = "nc-test-plain-server-key"
@@ -161,6 +161,32 @@ async def test_a_base_url_without_v1_is_named_as_the_cause(kind: str, server: An
     message = str(info.value)
     assert f"The base URL {server.url} lacks `/v1`" in message
     assert f"to {server.url}/v1" in message
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("call", ["models", "chat", "chat without model", "completion"])
+async def test_a_base_url_without_v1_is_named_for_inference_too(
+    kind: str, call: str, server: Any, api_key: str
+) -> None:
+    client = make_client(kind, api_key=api_key, base_url=server.url, max_retries=0)
+    messages = [{"role": "user", "content": "Hi"}]
+    try:
+        with pytest.raises(BaseURLError) as info:
+            if call == "models":
+                await resolve(client.models.list())
+            elif call == "chat":
+                await resolve(client.chat.completions.create(model="m", messages=messages, max_tokens=2))
+            elif call == "chat without model":  # the model is looked up first: GET /models
+                await resolve(client.chat.completions.create(messages=messages, max_tokens=2))
+            else:
+                await resolve(client.completions.create(model="m", prompt="Hi", max_tokens=2))
+    finally:
+        await close(client)
+    assert info.value.suggested_base_url == server.url + "/v1"
+    assert info.value.status_code == 404  # still openai's NotFoundError for code that catches that
+    assert f"The base URL {server.url} lacks `/v1`" in str(info.value)
+    assert f"to {server.url}/v1" in str(info.value)
 
 
 def test_the_cli_names_the_missing_v1_too(server: Any, api_key: str) -> None:

@@ -38,6 +38,9 @@ class BatchInputError(NCompassError, ValueError):
         super().__init__(f"{where} {line}: {message}")
 
 
+BatchInputError.__module__ = "ncompass_openai"  # as tracebacks show it: where users import it from
+
+
 @dataclass(frozen=True, slots=True)
 class BatchRequest:
     """One request of a job: its ``custom_id``, route and body, and where it came from."""

@@ -13,7 +13,8 @@ __all__ = ["BatchProgress", "BatchSummary", "ProgressReporter"]
 
 @dataclass(frozen=True)
 class BatchProgress:
-    """Where a running job is; handed to a :class:`ProgressReporter` about ten times a second."""
+    """Where a running job is; handed to a [`ProgressReporter`][ncompass_openai.batch.ProgressReporter]
+    about ten times a second."""
 
     total: int | None
     done: int

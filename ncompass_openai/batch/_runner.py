@@ -56,7 +56,7 @@ class BatchOptions(TypedDict, total=False):
     wait_timeout: float | None
     """Seconds to wait for the model to come up (default 1800); ``None`` waits without limit."""
     reporter: ProgressReporter | None
-    """A :class:`ncompass_openai.batch.ProgressReporter` told of progress."""
+    """A [`ProgressReporter`][ncompass_openai.batch.ProgressReporter] told of progress."""
 
 
 def _requests(

@@ -12,7 +12,7 @@ import typer
 
 from .._version import __version__
 from ._batch import batch_app
-from ._common import ClientOptions, register_secret
+from ._common import FLAG, ClientOptions, register_secret
 from ._deployment import book_app, model_app
 from ._generate import chat, complete
 from ._local import ServeCommand, demo, serve
@@ -58,7 +58,10 @@ def root(
         ),
     ] = None,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version", metavar=FLAG, callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     """nCompass from the command line."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ._common import client_of, command_group, error_line, fail, handle_errors
+from ._common import FLAG, client_of, command_group, error_line, fail, handle_errors
 from ._output import format_duration, print_json, stderr_console
 
 if TYPE_CHECKING:
@@ -193,10 +193,12 @@ def run(
     ] = "auto",
     no_session: Annotated[
         bool,
-        typer.Option("--no-session", help="Run without a session (a plain OpenAI-compatible server)."),
+        typer.Option(
+            "--no-session", metavar=FLAG, help="Run without a session (a plain OpenAI-compatible server)."
+        ),
     ] = False,
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print only the summary, as JSON on stdout.")
+        bool, typer.Option("--json", metavar=FLAG, help="Print only the summary, as JSON on stdout.")
     ] = False,
 ) -> None:
     """Run a JSONL job through one session: the model kept saturated, billing stopped at the end."""

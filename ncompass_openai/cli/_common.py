@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..types import Deployment, Session
 
 __all__ = [
+    "FLAG",
     "ClientOptions",
     "JsonOption",
     "active_session",
@@ -37,7 +38,10 @@ __all__ = [
     "wait_for_model",
 ]
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+FLAG = ""
+"""The ``metavar`` of a flag: it takes no value, so its help shows no type (Typer's own is ``<bool>``)."""
+
+JsonOption = Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print the result as JSON on stdout.")]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -101,30 +105,40 @@ def _scrub(text: str) -> str:
 _LIST_COMMAND = {"session_not_found": "ncompass session list", "booking_not_found": "ncompass book list"}
 
 
-def error_line(exc: BaseException, *, key_hint: str = "--api-key") -> str:
+def error_line(exc: BaseException, *, key_hint: str = "--api-key", key_from_flag: bool = False) -> str:
     """One line that says what went wrong, from an openai / nCompass / validation error.
 
     Args:
         exc: The error.
         key_hint: How this command takes a key, for the missing-key message.
+        key_from_flag: The key was given with ``--api-key`` (so a refused key is not the environment's).
     """
     # Imported here, on the error path only: `ncompass --help` must not pay for openai and pydantic.
     import openai
     from pydantic import ValidationError
 
-    from .._exceptions import LifecycleAPIUnavailableError, MissingAPIKeyError, ServerUnreachableError
+    from .._exceptions import (
+        BaseURLError,
+        LifecycleAPIUnavailableError,
+        MissingAPIKeyError,
+        ServerUnreachableError,
+    )
 
     message = str(exc)
     if isinstance(exc, MissingAPIKeyError):
         # The client's message speaks to Python code (`api_key=...`); this one to a shell user.
         message = f"No nCompass API key: set the {exc.env_var} environment variable (or use {key_hint})."
-    elif isinstance(exc, (LifecycleAPIUnavailableError, ServerUnreachableError)):
+    elif isinstance(exc, (BaseURLError, LifecycleAPIUnavailableError, ServerUnreachableError)):
         message = str(exc)  # its own message names the URL and the fix; the server's body says nothing
     elif isinstance(exc, openai.APIStatusError):
         body = exc.body
         detail = body.get("message") if isinstance(body, dict) else None
         message = f"{exc.status_code}: {detail or exc.message}"
-        if exc.status_code == 401 and "NCOMPASS_API_KEY" not in message:
+        if exc.status_code == 401 and key_from_flag:
+            # The server's advice names the environment variable; this key came from the flag.
+            first = str(detail or exc.message).split(". ")[0].rstrip(".")
+            message = f"401: {first}. The key was given with --api-key: check the key passed there."
+        elif exc.status_code == 401 and "NCOMPASS_API_KEY" not in message:
             message += " (check NCOMPASS_API_KEY or --api-key)"
         code = body.get("code") if isinstance(body, dict) else None
         if code in _LIST_COMMAND:
@@ -172,10 +186,18 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(130) from None
         except Exception as exc:
             if is_user_error(exc):
-                raise fail(error_line(exc)) from None
+                raise fail(error_line(exc, key_from_flag=_key_from_flag([*args, *kwargs.values()]))) from None
             raise
 
     return wrapper
+
+
+def _key_from_flag(arguments: list[object]) -> bool:
+    """Whether the command's key came from ``ncompass --api-key`` (read from its ``typer.Context``)."""
+    # Typer hands its own click Context, which typer.Context does not cover: found by what it does.
+    ctx: Any = next((a for a in arguments if hasattr(a, "find_root")), None)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return isinstance(obj, ClientOptions) and obj.api_key is not None
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ._common import (
+    FLAG,
     JsonOption,
     client_of,
     command_group,
@@ -84,7 +85,9 @@ _simple_command(
 @handle_errors
 def start(
     ctx: typer.Context,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until the model is running.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", metavar=FLAG, help="Wait until the model is running.")
+    ] = False,
     timeout: Timeout = 600.0,
     json_output: JsonOption = False,
 ) -> None:
@@ -154,7 +157,7 @@ def list_(ctx: typer.Context, json_output: JsonOption = False) -> None:
     with client_of(ctx) as client:
         bookings = client.deployment.bookings.list()
     if json_output:
-        print_json(bookings)
+        print_json({"object": "list", "data": bookings})  # the API's list shape
     elif not bookings:
         print("No bookings. Add one with `ncompass book add START END`.")
     else:

@@ -20,7 +20,16 @@ __all__ = ["chat", "complete"]
 
 MaxTokens = Annotated[int, typer.Option(help="Most tokens to generate.", min=1)]
 Temperature = Annotated[float, typer.Option(help="Sampling temperature, 0 to 2.", min=0.0, max=2.0)]
-TopP = Annotated[float, typer.Option(help="Nucleus sampling mass, 0 to 1.", min=0.0, max=1.0)]
+
+
+def _top_p(value: float) -> float:
+    # (0, 1]: Typer's ranges are closed, and would show 0 as allowed.
+    if not 0.0 < value <= 1.0:
+        raise typer.BadParameter(f"{value:g} is not in (0, 1]: above 0, at most 1 (1 = no nucleus cut).")
+    return value
+
+
+TopP = Annotated[float, typer.Option(help="Nucleus sampling mass: above 0, at most 1.", callback=_top_p)]
 Model = Annotated[
     str | None,
     typer.Option(help="Model id (default: NCOMPASS_MODEL, else the key's model).", show_default=False),

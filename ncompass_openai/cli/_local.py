@@ -35,7 +35,12 @@ class ServeCommand(TyperCommand):
 
     def _command(self) -> TyperCommand:
         if self._built is None:
-            from ..server._settings import ServerSettings
+            from .._exceptions import MissingDependencyError
+
+            try:
+                from ..server._settings import ServerSettings
+            except MissingDependencyError as exc:  # while parsing the flags: one line, not a traceback
+                raise fail(str(exc)) from None
             from ._settings_flags import command_from_settings
 
             function = command_from_settings(ServerSettings, _serve, names=_FLAG_NAMES, doc=self.help or "")

@@ -19,6 +19,8 @@ def _to_data(value: Any) -> Any:
         return value.model_dump(mode="json")
     if isinstance(value, (list, tuple)):
         return [_to_data(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _to_data(item) for key, item in value.items()}
     return value
 
 

@@ -160,7 +160,7 @@ def list_(
     with client_of(ctx) as client:
         sessions = client.sessions.list(status=status, limit=limit)  # type: ignore[arg-type]
     if json_output:
-        print_json(sessions)
+        print_json({"object": "list", "data": sessions})  # the API's list shape
     elif not sessions:
         print("No sessions.")
     else:

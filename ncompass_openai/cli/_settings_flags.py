@@ -71,7 +71,7 @@ def _flag(name: str, field: FieldInfo, names: Mapping[str, str], prefix: str) ->
         "show_default": False,
     }
     if kind is bool:
-        return Annotated[bool | None, typer.Option(f"--{flag}/--no-{flag}", **options)]
+        return Annotated[bool | None, typer.Option(f"--{flag}/--no-{flag}", metavar="", **options)]
     if typing.get_origin(kind) is list:
         return Annotated[list[str] | None, typer.Option(f"--{flag}", **options)]
     if kind in (int, float):

@@ -12,6 +12,7 @@ from ncompass_openai.server.engines._base import (
     SamplingParams,
     SequenceRequest,
 )
+from ncompass_openai.server.engines._sampling import sampler_chain
 from ncompass_openai.server.engines.llama import LlamaEngine, ModelFileError, default_model_path
 
 PROMPT = "<|im_start|>user\nName three colours.<|im_end|>\n<|im_start|>assistant\n"
@@ -100,7 +101,7 @@ def test_plain_greedy_picks_what_the_sampler_chain_picks(engine: LlamaEngine) ->
     # from an empty cache, so both start from the same state.
     plain = SamplingParams(max_tokens=24, temperature=0, seed=7)
     chained = SamplingParams(max_tokens=24, temperature=0, seed=7, logit_bias=((1, 0.0),))
-    assert engine._sampler(plain, []) is None
+    assert sampler_chain(plain, [], engine._n_vocab) is None
     text = ["".join(t.text for t in _run(engine, [PROMPT, "Once upon a time"], p)) for p in (plain, chained)]
     assert len(text[0]) > 20
     assert text[0] == text[1]

@@ -30,6 +30,23 @@ def test_import_without_the_extra_names_the_install_command(missing: str) -> Non
     assert "pip install 'ncompass-openai[server]'" in out
 
 
+@pytest.mark.parametrize("args", [["serve", "--help"], ["serve", "--port", "0"], ["demo"]])
+def test_the_cli_without_the_extra_says_one_line(args: list[str]) -> None:
+    code = (
+        "import sys; sys.modules['fastapi'] = None\n"
+        "from ncompass_openai.cli import main\n"
+        f"sys.argv = ['ncompass', *{args!r}]\n"
+        "main()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "Error: The local nCompass server needs extra packages: "
+        "run `pip install 'ncompass-openai[server]'`.\n"
+    )
+    assert proc.stdout == ""
+
+
 def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NCOMPASS_SERVER_API_KEYS", "k1, k2")
     monkeypatch.setenv("NCOMPASS_SERVER_IDLE_SHUTDOWN", "60")

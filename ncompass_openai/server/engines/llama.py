@@ -33,11 +33,11 @@ from ._base import (
     Engine,
     EngineToken,
     GenerationControl,
-    SamplingParams,
     SequenceRequest,
     TakeFn,
 )
 from ._constraint import Grammars
+from ._cpu_share import CpuShare
 from ._llama_cpp import (
     DEFAULT_MODEL_ID,
     ModelFileError,
@@ -49,10 +49,9 @@ from ._llama_cpp import (
 )
 from ._llama_slots import Sequence, token_logprobs
 from ._prefix import Placement, SlotCache
+from ._sampling import sampler_chain
 
 __all__ = ["LlamaEngine", "ModelFileError", "default_model_path", "repack_is_safe"]
-
-_PENALTY_LAST_N = 64  # tokens the repetition penalty looks back over
 
 
 class LlamaEngine(Engine):
@@ -63,11 +62,14 @@ class LlamaEngine(Engine):
         threads: CPU threads, for every step. Default: every core for prompts and batches, and one core
             fewer for the one-token steps of a single sequence (their threads spin on each other: with
             two engines in one process all cores streamed at a quarter of this speed; alone in its
-            process, ``threads=cores`` streams about 1.2x faster, docs/server.md).
+            process, ``threads=cores`` streams about 1.2x faster, docs/server.md); and, before each step,
+            no more than the cores other processes leave free (``_cpu_share.py``).
         max_batch: sequences decoded together.
         context_length: tokens per sequence (prompt + completion), capped at the model's training size.
         n_batch: most tokens one decode step takes (long prompts are fed in chunks of this size).
         verbose: let llama.cpp print its logs.
+        adapt_threads: with ``threads`` left out, use no more threads than the cores other processes
+            leave free (``bench/threads.py`` compares it with the same counts held fixed).
     """
 
     name = "llama"
@@ -83,12 +85,15 @@ class LlamaEngine(Engine):
         context_length: int = 2048,
         n_batch: int = 512,
         verbose: bool = False,
+        adapt_threads: bool = True,
     ) -> None:
         self.model_path = Path(model_path) if model_path is not None else None
         self.model_id = self.model_path.stem if self.model_path is not None else DEFAULT_MODEL_ID
         cores = os.cpu_count() or 1
         self.threads = threads or cores
         self.decode_threads = threads or max(1, cores - 1)
+        self._adapt = adapt_threads and threads is None  # threads given: the caller's, whatever happens
+        self._share: CpuShare | None = None
         self.max_batch = max_batch
         self.context_length = context_length
         self.n_batch = n_batch
@@ -142,6 +147,8 @@ class LlamaEngine(Engine):
             model.close()
             raise
         self._model, self._ctx, self._batch = model, ctx, batch
+        if self._adapt:
+            self._share = CpuShare(self.decode_threads, self.threads, os.cpu_count() or 1)
         self._vocab = model.vocab
         self._n_vocab = self.vocab_size = model.n_vocab()
         self._add_bos = model.add_bos_token()
@@ -206,55 +213,6 @@ class LlamaEngine(Engine):
         return dict(self._special)
 
     # ------------------------------------------------------------- generation
-    def _sampler(self, params: SamplingParams, prompt: list[int]) -> Any:
-        """The sequence's llama.cpp sampler chain; None for plain greedy decoding (an argmax needs none)."""
-        penalized = params.repetition_penalty != 1.0 or params.presence_penalty or params.frequency_penalty
-        if params.temperature <= 0 and not params.logit_bias and not penalized:
-            return None
-        llama_cpp = llama_cpp_module()
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        add = llama_cpp.llama_sampler_chain_add
-        if params.logit_bias:
-            biases = (llama_cpp.llama_logit_bias * len(params.logit_bias))(
-                *(llama_cpp.llama_logit_bias(token, bias) for token, bias in params.logit_bias)
-            )
-            add(chain, llama_cpp.llama_sampler_init_logit_bias(self._n_vocab, len(biases), biases))
-        if params.repetition_penalty != 1.0:
-            add(
-                chain,
-                llama_cpp.llama_sampler_init_penalties(
-                    self._n_vocab, _PENALTY_LAST_N, params.repetition_penalty, 0.0, 0.0
-                ),
-            )
-            # vLLM penalizes tokens of the prompt too.
-            for token in prompt[-_PENALTY_LAST_N:]:
-                llama_cpp.llama_sampler_accept(chain, token)
-        if params.presence_penalty or params.frequency_penalty:
-            # Added after the prompt was accepted: as OpenAI's and vLLM's, they count generated tokens only.
-            add(
-                chain,
-                llama_cpp.llama_sampler_init_penalties(
-                    self._n_vocab,
-                    params.max_tokens,
-                    1.0,
-                    params.frequency_penalty,
-                    params.presence_penalty,
-                ),
-            )
-        if params.temperature <= 0:
-            add(chain, llama_cpp.llama_sampler_init_greedy())
-            return chain
-        if params.top_k > 0:
-            add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
-        if params.top_p < 1.0:
-            add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
-        if params.min_p > 0.0:
-            add(chain, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
-        add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
-        seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")
-        add(chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-        return chain
-
     def generate(self, take: TakeFn, control: GenerationControl) -> Iterator[EngineToken]:
         """Continuous batching over ``max_batch`` slots; see :meth:`Engine.generate`."""
         if self._ctx is None:
@@ -262,7 +220,7 @@ class LlamaEngine(Engine):
         llama_cpp = llama_cpp_module()
         ctx, vocab, raw_batch = self._ctx.ctx, self._vocab, self._batch.batch
         memory = llama_cpp.llama_get_memory(ctx)
-        cache, reuse = self._cache, self._reuse
+        cache, reuse, share = self._cache, self._reuse, self._share
         slots: dict[int, Sequence] = {}
         piece_of = PieceReader(llama_cpp, vocab)
         trusted = True  # False while a decode that failed may have left the KV cache half written
@@ -314,7 +272,7 @@ class LlamaEngine(Engine):
                         constraint = None
                         if grammar is not None and self._grammars is not None:
                             constraint = self._grammars.constraint(grammar)
-                        sampler = self._sampler(request.params, prompt)
+                        sampler = sampler_chain(request.params, prompt, self._n_vocab)
                         placement = place(prompt, request, free)
                         slot, keep = placement.slot, placement.keep
                         free.remove(slot)
@@ -344,6 +302,8 @@ class LlamaEngine(Engine):
                         raw_batch.logits[n - 1] = True
                         sample_at.append((n - 1, seq))
                 raw_batch.n_tokens = n
+                if share is not None and (changed := share.threads()) is not None:
+                    llama_cpp.llama_set_n_threads(ctx, *changed)
                 trusted = False
                 code = llama_cpp.llama_decode(ctx, raw_batch)
                 if code != 0:

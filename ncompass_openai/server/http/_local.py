@@ -49,9 +49,10 @@ class LocalServer:
     Args:
         settings: Full settings; ``overrides`` are applied on top of them.
         engine_instance: An engine object to serve instead of building ``settings.engine``.
-        wait_for_model: Wait in :meth:`start` until the deployments are no longer starting.
-        startup_timeout: Seconds :meth:`start` waits before it gives up.
-        **overrides: Any :class:`ServerSettings` field, e.g. ``engine="synthetic"``, ``api_keys=[...]``.
+        wait_for_model: Wait in `start()` until the deployments are no longer starting.
+        startup_timeout: Seconds `start()` waits before it gives up.
+        **overrides: Any [`ServerSettings`][ncompass_openai.server.ServerSettings] field, e.g.
+            ``engine="synthetic"``, ``api_keys=[...]``.
     """
 
     def __init__(
