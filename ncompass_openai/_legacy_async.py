@@ -219,14 +219,8 @@ class AsyncLegacyMixin:
             stream: True returns an :class:`AsyncTextStream`; False the finished text (or list).
             **params: any other openai chat parameter or vLLM extension (sent in ``extra_body``).
         """
-        plan = plan_chat(
-            messages,
-            add_generation_prompt,
-            chat_template,
-            Sampling(max_tokens, temperature, top_p),
-            stream,
-            params,
-        )
+        values = Sampling(max_tokens, temperature, top_p)
+        plan = plan_chat(messages, add_generation_prompt, chat_template, values, stream, params)
         return await self._complete_chat(plan, None)
 
     async def _complete_chat(

@@ -226,14 +226,8 @@ class SyncLegacyMixin:
             **params: any other openai chat parameter or vLLM extension (``top_k``,
                 ``continue_final_message``, ``chat_template_kwargs``, …: sent in ``extra_body``).
         """
-        plan = plan_chat(
-            messages,
-            add_generation_prompt,
-            chat_template,
-            Sampling(max_tokens, temperature, top_p),
-            stream,
-            params,
-        )
+        values = Sampling(max_tokens, temperature, top_p)
+        plan = plan_chat(messages, add_generation_prompt, chat_template, values, stream, params)
         return self._complete_chat(plan, None)
 
     def _complete_chat(

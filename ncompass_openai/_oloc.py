@@ -250,14 +250,8 @@ class nCompassOLOC:
             pprint: with ``stream=True``, print the pieces as they arrive and return None.
             **params: any other openai or vLLM parameter (see `NCompass.complete_chat`).
         """
-        plan = plan_chat(
-            messages,
-            add_generation_prompt,
-            chat_template,
-            Sampling(max_tokens, temperature, top_p),
-            stream,
-            params,
-        )
+        values = Sampling(max_tokens, temperature, top_p)
+        plan = plan_chat(messages, add_generation_prompt, chat_template, values, stream, params)
         return cls._complete(
             api_key, stream, pprint, lambda client, on_close: client._complete_chat(plan, on_close)
         )

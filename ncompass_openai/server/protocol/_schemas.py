@@ -4,7 +4,7 @@ A field the server does not know answers 400 naming it (``extra="forbid"``). Ope
 local engines cannot honour are accepted only at their neutral value (``suffix=""``, ``best_of``
 equal to ``n``), so an unchanged client works while a request that depends on them fails loudly instead
 of getting a different answer than it asked for. What an engine cannot do (a grammar, logprobs, token
-ids) is refused by the serving modules, which know the engine. docs/openai-fields.md lists every field.
+ids) is refused by the backend, which knows the engine. docs/openai-fields.md lists every field.
 """
 
 from __future__ import annotations

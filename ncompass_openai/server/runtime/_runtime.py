@@ -1,4 +1,4 @@
-"""The inference runtime: what the routes call to load a model, count tokens, render chat and generate.
+"""The inference runtime: what the local backend calls to load a model, count tokens, render chat, generate.
 
 The local backend uses only this module (never an engine directly)::
 
