@@ -181,6 +181,8 @@ class ServerSettings(BaseSettings):
     @field_validator("upstream_supports")
     @classmethod
     def _check_features(cls, value: list[str]) -> list[str]:
+        # Repeated flags and comma-separated lists alike: `--upstream-supports tools,logprobs`.
+        value = [part.strip() for item in value for part in item.split(",") if part.strip()]
         unknown = sorted(set(value) - UPSTREAM_FEATURES)
         if unknown:
             known = ", ".join(sorted(UPSTREAM_FEATURES))

@@ -873,6 +873,33 @@ def test_an_upstreams_tool_calls_are_checked_against_the_tools(
     assert not [e for e in events if e.get("choices") and e["choices"][0]["delta"].get("tool_calls")]
 
 
+def test_a_name_repeated_in_every_delta_is_one_name(
+    make_server: Callable[..., LocalServer],
+    client: Callable[..., httpx.Client],
+    stub: Callable[..., _StubUpstream],
+) -> None:
+    # llama-cpp-python's server repeats the call's id, type and name in each of its deltas.
+    head = {"index": 0, "id": "call_1", "type": "function"}
+    deltas = [
+        {"tool_calls": [{**head, "function": {"name": "get_weather", "arguments": piece}}]}
+        for piece in ('{"city": ', '"Paris"}')
+    ]
+    upstream = stub(200, deltas=deltas)
+    gw = _gateway(make_server, [upstream.base_url], upstream_supports=["tools"])
+    with client(gw) as c:
+        streamed = c.post("/v1/chat/completions", json={**CHAT, "tools": [WEATHER], "stream": True})
+    assert streamed.status_code == 200
+    sent = [
+        d
+        for e in _sse(streamed.text)
+        if e.get("choices")
+        for d in e["choices"][0]["delta"].get("tool_calls") or ()
+    ]
+    assert [(d["function"]["name"], d["function"]["arguments"]) for d in sent] == [
+        ("get_weather", '{"city": "Paris"}')
+    ]
+
+
 def test_a_tool_schema_that_is_not_one_is_refused_before_anything_is_sent(
     make_server: Callable[..., LocalServer],
     client: Callable[..., httpx.Client],

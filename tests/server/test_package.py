@@ -60,6 +60,15 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ServerSettings().api_keys == ["j1"]
 
 
+def test_upstream_features_may_be_comma_separated() -> None:
+    # As the flag's help says: `--upstream-supports tools,logprobs` (a repeated flag gives a list).
+    given = ["tools,logprobs", " vllm "]
+    settings = ServerSettings(engine="openai", upstream=["http://127.0.0.1:9/v1"], upstream_supports=given)
+    assert settings.upstream_supports == ["tools", "logprobs", "vllm"]
+    with pytest.raises(ValueError, match="unknown feature 'toolz'"):
+        ServerSettings(engine="openai", upstream=["http://127.0.0.1:9/v1"], upstream_supports=["tools,toolz"])
+
+
 def test_settings_validation() -> None:
     with pytest.raises(ValueError, match="engine"):
         ServerSettings(engine="gpt")  # type: ignore[arg-type]

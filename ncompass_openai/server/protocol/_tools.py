@@ -86,14 +86,17 @@ def call_deltas(index: int, call: ToolCall) -> list[ToolCallDelta]:
 
 
 def merge_tool_calls(calls: list[ToolCall], deltas: Iterable[ToolCallDelta]) -> None:
-    """Add streamed ``deltas`` to the whole ``calls`` (by their ``index``; names and arguments appended)."""
+    """Add streamed ``deltas`` to the whole ``calls`` (by their ``index``; arguments appended).
+
+    OpenAI's stream names a call in its first delta only; some servers (llama-cpp-python's) repeat the
+    whole name in every delta, which is taken as the same name, not appended to it.
+    """
     for delta in deltas:
         while len(calls) <= delta.index:
             calls.append(ToolCall("", "", ""))
         call = calls[delta.index]
-        calls[delta.index] = ToolCall(
-            delta.id or call.id, call.name + (delta.name or ""), call.arguments + delta.arguments
-        )
+        name = call.name if delta.name in (None, "", call.name) else call.name + delta.name
+        calls[delta.index] = ToolCall(delta.id or call.id, name, call.arguments + delta.arguments)
 
 
 def check_tool_names(specs: Sequence[FunctionSpec], choice: str | None, param: str = "tool_choice") -> None:
