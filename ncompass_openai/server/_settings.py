@@ -78,7 +78,10 @@ class ServerSettings(BaseSettings):
         "separated): " + ", ".join(sorted(UPSTREAM_FEATURES)) + ".",
     )
     upstream_timeout: float = Field(
-        default=60.0, gt=0, description="Seconds the openai engine waits for each read of a streamed answer."
+        default=60.0,
+        gt=0,
+        description="Seconds the openai engine waits for each event of a streamed answer (comments do not "
+        "count).",
     )
     upstream_answer_timeout: float = Field(
         default=600.0,

@@ -7,12 +7,13 @@ OpenAI server on the real model. Every request goes through the gateway's real s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from _helpers import free_port, llama_cpp_server, wait_for
@@ -468,6 +469,12 @@ def _whole(deltas: list[dict[str, Any]]) -> dict[str, Any]:
     return {"role": "assistant", "content": content} | ({"tool_calls": list(calls.values())} if calls else {})
 
 
+async def _pings(every: float) -> AsyncIterator[bytes]:
+    for _ in range(100):
+        yield b": ping\n\n"
+        await asyncio.sleep(every)
+
+
 class _StubUpstream:
     """An OpenAI-shaped server that answers every chat request with ``status`` (and counts them): an
     error body, or for 200 whatever the request asked for (``deltas``, else prose), streamed or whole."""
@@ -478,6 +485,7 @@ class _StubUpstream:
         headers: dict[str, str] | None = None,
         deltas: list[dict[str, Any]] | None = None,
         whole: dict[str, Any] | None = None,
+        pings: float | None = None,
     ) -> None:
         self.hits = 0
         self.streamed: list[bool] = []  # what each request asked for
@@ -491,6 +499,8 @@ class _StubUpstream:
                 if not self.streamed[-1]:
                     choice = {"index": 0, "message": _whole(said), "finish_reason": finish}
                     return JSONResponse(whole or {"object": "chat.completion", "choices": [choice]})
+                if pings is not None:  # a stream of keep-alive comments only, for at most 100 of them
+                    return StreamingResponse(_pings(pings), media_type="text/event-stream")
                 chunks = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in said]
                 chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
                 body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
@@ -533,8 +543,9 @@ def stub() -> Iterator[Callable[..., _StubUpstream]]:
         headers: dict[str, str] | None = None,
         deltas: list[dict[str, Any]] | None = None,
         whole: dict[str, Any] | None = None,
+        pings: float | None = None,
     ) -> _StubUpstream:
-        made.append(_StubUpstream(status, headers, deltas, whole))
+        made.append(_StubUpstream(status, headers, deltas, whole, pings))
         return made[-1]
 
     yield make
@@ -871,6 +882,24 @@ def test_an_upstreams_tool_calls_are_checked_against_the_tools(
     )
     assert "error" in events[-1] and why in events[-1]["error"]["message"]
     assert not [e for e in events if e.get("choices") and e["choices"][0]["delta"].get("tool_calls")]
+
+
+def test_an_upstream_sending_only_comments_meets_the_read_timeout(
+    make_server: Callable[..., LocalServer],
+    client: Callable[..., httpx.Client],
+    stub: Callable[..., _StubUpstream],
+) -> None:
+    # A comment every 0.2 s keeps the socket busy: the timeout counts the time without an event.
+    upstream = stub(200, pings=0.2)
+    gw = _gateway(make_server, [upstream.base_url], upstream_timeout=1.0)
+    with client(gw, timeout=30) as c:
+        started = time.monotonic()
+        streamed = c.post("/v1/chat/completions", json={**CHAT, "stream": True})
+        took = time.monotonic() - started
+    assert streamed.status_code == 200
+    events = _sse(streamed.text)
+    assert "error" in events[-1] and "1 s (--upstream-timeout)" in events[-1]["error"]["message"]
+    assert 1.0 <= took < 4.0, took  # on time: not the 20 s the comments would have lasted
 
 
 def test_a_name_repeated_in_every_delta_is_one_name(

@@ -1,8 +1,9 @@
 """The relay of one upstream answer: read to its end into the stream's sink, whatever happens.
 
 A streamed answer is read event by event (``[DONE]`` ends it); a whole one at once. The relay always
-ends the sink with END or one error: a stream cut mid-way, or silent for ``--upstream-timeout`` seconds,
-ends with the protocol's in-stream error event, never a silent truncation, never a hang. Closing the
+ends the sink with END or one error: a stream cut mid-way, or without an event for ``--upstream-timeout``
+seconds (comments do not count), ends with the protocol's in-stream error event, never a silent
+truncation, never a hang. Closing the
 stream (the client went away) cancels the relay, which closes the upstream request and so stops its
 generation there.
 """
@@ -57,7 +58,7 @@ async def relay(
         sink.push(exc)
     except asyncio.TimeoutError:
         if streamed:
-            message = f"The upstream sent nothing for {client.waits(True)}; the answer is incomplete."
+            message = f"The upstream sent no event for {client.waits(True)}; the answer is incomplete."
             sink.push(UpstreamError(message))
         else:
             sink.push(client.answer_late())
@@ -78,10 +79,21 @@ async def relay(
 async def _stream(
     client: UpstreamClient, response: aiohttp.ClientResponse, read: Reading, events: ResponseEvents | None
 ) -> None:
-    """A streamed answer: each upstream event into ``read``, up to ``[DONE]``."""
+    """A streamed answer: each upstream event into ``read``, up to ``[DONE]``.
+
+    ``--upstream-timeout`` bounds the time between two events, not between two reads: an upstream that
+    sends only SSE comments (``: ping``) keeps its socket busy and would otherwise hold the stream forever.
+    """
     parser = SSEParser()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + client.timeout
     async for raw in response.content.iter_any():
-        for data in parser.feed(raw):
+        found = parser.feed(raw)
+        if found:
+            deadline = loop.time() + client.timeout
+        elif loop.time() > deadline:
+            raise asyncio.TimeoutError
+        for data in found:
             if _event(client, data, read, events):
                 return
     for data in parser.close():
