@@ -108,7 +108,10 @@ MATRIX_VERSIONS ?= 3.10 3.11 3.12 3.13
 PYENV_ROOT ?= $(HOME)/.pyenv
 find_python = $(firstword $(foreach c,$(shell command -v python$(1) 2>/dev/null) \
 	$(sort $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1))),$(shell $(c) -c pass 2>/dev/null && echo $(c))))
-MATRIX_ARGS := -m "not model" --deselect $(LLAMAINDEX_TEST) -q
+# The built site (tests/test_docs_site.py) is the docs toolchain's: `make docs` and `make test` build it in the
+# main environment, while pip resolves older mkdocstrings / pymdown-extensions on Python 3.10 that do not
+# build together.
+MATRIX_ARGS := -m "not model" --deselect $(LLAMAINDEX_TEST) --ignore=tests/test_docs_site.py -q
 MATRIX_FOUND := $(foreach v,$(filter-out $(DEFAULT_VERSION),$(MATRIX_VERSIONS)),$(if $(call find_python,$(v)),$(v)))
 MATRIX_MISSING := $(filter-out $(DEFAULT_VERSION) $(MATRIX_FOUND),$(MATRIX_VERSIONS))
 
