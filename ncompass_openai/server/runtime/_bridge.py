@@ -83,9 +83,7 @@ class GenerationStream(AsyncIterator[GenerationEvent]):
         prompt_token_counts: each prompt's tokens (an upstream's :class:`Usage` replaces them).
         n: choices per prompt.
         cancel: stops the request's generation (called once, when the stream closes early).
-        reshape: rewrites each event as it is read.
-        holds_answer: the answer's text and calls come whole at its end (the events before carry none).
-        may_call: the answer may carry tool calls.
+        may_call: the answer may carry tool calls (:meth:`reshape_with` sets it, with a reshaping).
     """
 
     def __init__(
@@ -95,18 +93,17 @@ class GenerationStream(AsyncIterator[GenerationEvent]):
         n: int,
         *,
         cancel: Callable[[], object] = lambda: None,
-        reshape: Reshape | None = None,
-        holds_answer: bool = False,
         may_call: bool = False,
     ) -> None:
         self.prompt_token_counts = prompt_token_counts
         self.n = n
-        self.holds_answer = holds_answer
+        self.holds_answer = False
+        """The answer's text and calls come whole at its end (the events before carry none)."""
         self.may_call = may_call
         self._sink = sink
         self._closed = False
         self._cancel = cancel
-        self._reshape = reshape
+        self._reshape: Reshape | None = None
         self._reshaped: collections.deque[GenerationEvent] = collections.deque()
         self._ready_in_a_row = 0
         self._reported_completion_tokens: int | None = None
