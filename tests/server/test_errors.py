@@ -391,3 +391,32 @@ def test_model_stopped_mid_request_is_503_not_500(
     error = _error(result["r"], 503, "model_not_running", "model_stopped")
     assert result["r"].headers["x-should-retry"] == "false"
     assert "stopp" in error["message"]
+
+
+@pytest.mark.model
+def test_a_context_overflow_names_only_what_the_client_sent(real: openai.OpenAI, real_model: str) -> None:
+    # A tool loop's history that fills the bundled model's 2048-token context by itself: no limit was sent,
+    # so none is named; the fix is the history.
+    turns = [{"role": "tool", "tool_call_id": f"call_{k}", "content": "sunny " * 300} for k in range(8)]
+    history: list[Any] = [{"role": "user", "content": "Weather?"}, *turns]
+    with pytest.raises(openai.BadRequestError) as info:
+        real.chat.completions.create(model=real_model, messages=history)
+    error = info.value.body
+    assert (
+        isinstance(error, dict)
+        and error["code"] == "context_length_exceeded"
+        and error["param"] == "messages"
+    )
+    assert "max_tokens" not in error["message"] and "earlier turns" in error["message"]
+    # A prompt that fits, with a limit that does not: the limit sent is named, with the largest that fits.
+    short = [{"role": "user", "content": "sunny " * 1500}]
+    with pytest.raises(openai.BadRequestError) as info:
+        real.chat.completions.create(model=real_model, messages=short, max_completion_tokens=1000)
+    message = info.value.body["message"]  # type: ignore[index]
+    assert "`max_completion_tokens` asks for 1000" in message and "to at most" in message
+    assert "`max_tokens`" not in message
+    # The Responses API names its own field.
+    with pytest.raises(openai.BadRequestError) as info:
+        real.responses.create(model=real_model, input="sunny " * 1500, max_output_tokens=1000)
+    message = info.value.body["message"]  # type: ignore[index]
+    assert "`max_output_tokens` asks for 1000" in message and info.value.body["param"] == "input"  # type: ignore[index]

@@ -144,6 +144,95 @@ def test_none_answers_in_text(real: openai.OpenAI, real_model: str) -> None:
     _same(choice, streamed)
 
 
+_CHOICES = ["required", {"type": "function", "function": {"name": "get_weather"}}, "auto"]
+_FORMAT_HEADS = ('{"tool_calls"', '{"response"', '{"tool', '{"resp', '{"')  # a cut head too
+
+
+def _answers(
+    real: openai.OpenAI, real_model: str, choice: Any, stream: bool, budget: int, n: int
+) -> list[Any]:
+    """``n`` sampled answers at temperature 1 as ``(content, calls, finish)``, reassembled when streamed."""
+    fields: dict[str, Any] = {
+        "model": real_model, "messages": ASK, "tools": TOOLS, "tool_choice": choice, "max_tokens": budget,
+        "n": n, "temperature": 1.0, "seed": budget,
+    }  # fmt: skip
+    if not stream:
+        answer = real.chat.completions.create(**fields)
+        return [
+            (c.message.content, [(t.function.name, t.function.arguments) for t in c.message.tool_calls or []],
+             c.finish_reason)
+            for c in answer.choices
+        ]  # fmt: skip
+    chunks = list(real.chat.completions.create(stream=True, **fields))
+    by_index: dict[int, Any] = {}
+    for chunk in chunks:
+        for c in chunk.choices:
+            content, calls, finish = by_index.setdefault(c.index, ["", {}, None])
+            by_index[c.index][0] = content + (c.delta.content or "")
+            for t in c.delta.tool_calls or []:
+                name, arguments = calls.get(t.index, ("", ""))
+                calls[t.index] = (name + (t.function.name or ""), arguments + (t.function.arguments or ""))
+            by_index[c.index][2] = c.finish_reason or finish
+    return [(a[0] or None, [a[1][k] for k in sorted(a[1])], a[2]) for _, a in sorted(by_index.items())]
+
+
+@pytest.mark.model
+def test_the_tool_format_never_reaches_a_client_whatever_cuts_it(
+    real: openai.OpenAI, real_model: str
+) -> None:
+    # 210 sampled answers: 3 choices x streamed or not x 5 budgets x n=7, the budgets from one that cuts
+    # every answer inside its first call to one a call fits in several times.
+    seen: dict[str, int] = {"calls": 0, "cut_with_calls": 0, "text": 0, "empty": 0}
+    for choice in _CHOICES:
+        for stream in (False, True):
+            for budget in (5, 12, 20, 30, 60):
+                for content, calls, finish in _answers(real, real_model, choice, stream, budget, 7):
+                    assert content is None or not content.lstrip().startswith(_FORMAT_HEADS), content
+                    assert len({c for c in calls}) == len(calls)  # no call made twice
+                    for name, arguments in calls:
+                        jsonschema.validate(json.loads(arguments), PARAMETERS[name])
+                    if calls:
+                        assert content is None and finish in ("tool_calls", "length")
+                        seen["cut_with_calls" if finish == "length" else "calls"] += 1
+                    else:
+                        assert finish in ("stop", "length")
+                        seen["text" if content else "empty"] += 1
+                    if choice != "auto" and budget == 60:
+                        assert calls, (choice, budget, content, finish)  # a forced call fits in 60 tokens
+                    if isinstance(choice, dict):
+                        assert len(calls) <= 1 and all(name == "get_weather" for name, _ in calls)
+    assert sum(seen.values()) == 210 and seen["calls"] > 0, seen
+
+
+def test_a_call_list_ends_at_a_repeated_call_and_before_a_call_the_budget_cannot_hold() -> None:
+    from ncompass_openai.server.backends.local._tools import CallListWatch, parse_answer
+
+    call = '{"name":"get_weather","arguments":{"city":"Paris"}}'
+    other = '{"name":"get_weather","arguments":{"city":"Rome"}}'
+    answer = '{"tool_calls":[' + call + "," + other + "," + call
+
+    def first_end(watch: CallListWatch) -> int:  # one character a token
+        return next(k for k in range(len(answer)) if watch(answer[k], k + 1))
+
+    # the repeated call ends the list the moment it is whole
+    assert first_end(CallListWatch(max_tokens=200, max_calls=4)) == len(answer) - 1
+    content, calls = parse_answer(answer)
+    assert content is None and [(c.name, c.arguments) for c in calls] == [
+        ("get_weather", '{"city": "Paris"}'), ("get_weather", '{"city": "Rome"}')
+    ]  # fmt: skip
+    # 70 tokens: the first call costs 66, so a second one could only be cut: the list ends after the first
+    assert first_end(CallListWatch(max_tokens=70, max_calls=4)) == len('{"tool_calls":[' + call) - 1
+    # and so does the last call allowed
+    assert (
+        first_end(CallListWatch(max_tokens=200, max_calls=2))
+        == len('{"tool_calls":[' + call + "," + other) - 1
+    )
+    # a cut inside the format's keys is no content at all, and a cut plain answer is its text so far
+    assert parse_answer('{"tool_ca') == ("", [])
+    assert parse_answer('{"response":"It is sun') == ("It is sun", [])
+    assert parse_answer('{"tool_calls":[{"name":"get_weather","arguments":{"city":"Par') == ("", [])
+
+
 @pytest.mark.model
 def test_parallel_tool_calls_false_makes_exactly_one_call(real: openai.OpenAI, real_model: str) -> None:
     for seed in range(2):

@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from .._exceptions import InvalidRequest, NotFound
 from .._state import ServerState
 from ..ledger._auth import Tenant
-from ..protocol._responses import FunctionChoice, ResponseRequest, rename_param, to_messages
+from ..protocol._responses import FunctionChoice, ResponseRequest, rename_fields, rename_param, to_messages
 from ..protocol._tools import ToolCall, argument_pieces, merge_tool_calls
 from ..runtime._bridge import GenerationStream
 from ..runtime._events import GenerationEvent
@@ -67,9 +67,10 @@ def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
 
 
 def _answer(text: str, calls: list[ToolCall], finish: str | None) -> tuple[str | None, str | None]:
-    """``(content, finish_reason)`` of the answer: ``tool_calls`` is the reason when it called."""
+    """``(content, finish_reason)`` of the answer: ``tool_calls`` is the reason when it called, unless the
+    token limit cut its list (``length``)."""
     if calls:
-        return text or None, "tool_calls"
+        return text or None, "length" if finish == "length" else "tool_calls"
     return text, finish
 
 
@@ -82,7 +83,8 @@ async def _start(
             state, tenant, req.model, lambda: state.backend.prepare_response(req, conversation)
         )
     except InvalidRequest as exc:
-        raise InvalidRequest(exc.message, param=rename_param(exc.param), code=exc.code) from None
+        message, param = rename_fields(exc.message), rename_param(exc.param)
+        raise InvalidRequest(message, param=param, code=exc.code) from None
 
 
 def _call_item(call: ToolCall, status: str = "completed", arguments: str | None = None) -> dict[str, Any]:
@@ -120,7 +122,11 @@ class _Response:
             "top_p": req.top_p,
             "tools": tools,
             "tool_choice": choice if choice is not None else "auto",
-            "parallel_tool_calls": req.parallel_tool_calls is not False,
+            "parallel_tool_calls": (
+                req.parallel_tool_calls
+                if req.parallel_tool_calls is not None
+                else state.backend.parallel_tool_calls_default()
+            ),
             "previous_response_id": req.previous_response_id,
             "text": text or {"format": {"type": "text"}},
             "metadata": req.metadata or {},

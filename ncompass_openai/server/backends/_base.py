@@ -59,6 +59,10 @@ class Backend(abc.ABC):
     def engine_name(self) -> str:
         """The engine's name, as ``--engine`` names it (``llama``, ``synthetic``, ``openai``)."""
 
+    def parallel_tool_calls_default(self, chat_template: str | None = None) -> bool:
+        """``parallel_tool_calls`` when a request leaves it out (OpenAI's default: true)."""
+        return True
+
     @property
     def lifecycle_refusal(self) -> str | None:
         """Why ``POST /v1/deployment/start|stop`` cannot act here; ``None`` when they can."""

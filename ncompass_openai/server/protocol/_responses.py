@@ -3,24 +3,36 @@
 ``POST /v1/responses`` takes ``input`` (a string, or a list of messages, ``function_call`` and
 ``function_call_output`` items), ``instructions``, ``max_output_tokens``, ``temperature``, ``top_p``,
 ``text.format`` (``text``, ``json_object``, ``json_schema``), function ``tools`` and ``tool_choice``,
-``parallel_tool_calls``, ``stream``, ``store``, ``previous_response_id`` and ``metadata``. Any other field
-is a 400 naming it, and so is a built-in tool (web search, file search, computer use, ...), which this
-server does not run. The conversation becomes chat messages (``to_messages``), so structured outputs and
-tools are enforced exactly as on ``/v1/chat/completions``; a 400 raised there is renamed to the field of
-this request (``response_format.json_schema`` is ``text.format``).
+``parallel_tool_calls``, ``stream``, ``store``, ``previous_response_id``, ``metadata``, ``user`` and
+``max_tool_calls``. The fields of ``_refused_fields.RESPONSES`` are accepted at their neutral value only
+(``include: []``, ``truncation: "disabled"``); any other field is a 400 naming it, and so is a built-in
+tool (web search, file search, computer use, ...), which this server does not run. The conversation
+becomes chat messages (``to_messages``), so structured outputs and tools are enforced exactly as on
+``/v1/chat/completions``; a 400 raised there is renamed to the field of this request
+(``response_format.json_schema`` is ``text.format``).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .._exceptions import InvalidRequest
+from ._refused_fields import RESPONSES, drop_neutral
 from ._schemas import ChatCompletionRequest
 from ._validation import validation_message
 
-__all__ = ["ResponseRequest", "rename_param", "to_chat_request", "to_items", "to_messages"]
+__all__ = ["ResponseRequest", "rename_fields", "rename_param", "to_chat_request", "to_items", "to_messages"]
 
 _NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 _BUILT_IN_TOOLS = (
@@ -136,6 +148,13 @@ class ResponseRequest(_Strict):
     previous_response_id: str | None = None
     metadata: dict[str, str] | None = None
     user: str | None = None
+    max_tool_calls: int | None = Field(default=None, ge=1)  # of built-in tools: none run here
+
+    @model_validator(mode="before")
+    @classmethod
+    def _neutral_fields(cls, data: Any) -> Any:
+        """Refused fields at their neutral value (``include: []``, ``truncation: "disabled"``) left out."""
+        return drop_neutral(data, RESPONSES)
 
     @field_validator("tools", mode="before")
     @classmethod
@@ -249,19 +268,29 @@ def to_chat_request(req: ResponseRequest, messages: list[dict[str, Any]]) -> Cha
         raise InvalidRequest(message, param=rename_param(param)) from None
 
 
+_RENAMED = (
+    ("response_format.json_schema.schema", "text.format.schema"),
+    ("response_format.json_schema", "text.format"),
+    ("response_format", "text.format"),
+    ("max_tokens", "max_output_tokens"),
+    ("messages", "input"),
+)
+
+
 def rename_param(param: str | None) -> str | None:
     """A chat request's field name as the field of the Responses request it came from."""
     if param is None:
         return None
-    for chat, responses in (
-        ("response_format.json_schema.schema", "text.format.schema"),
-        ("response_format.json_schema", "text.format"),
-        ("response_format", "text.format"),
-        ("max_tokens", "max_output_tokens"),
-        ("messages", "input"),
-    ):
+    for chat, responses in _RENAMED:
         if param.startswith(chat):
             return responses + param[len(chat) :]
     if param.startswith("tools[") and ".function." in param:
         return param.replace(".function.", ".", 1)
     return param
+
+
+def rename_fields(message: str) -> str:
+    """A chat refusal's message with the fields it names (in backticks) as the Responses request's."""
+    for chat, responses in _RENAMED:
+        message = message.replace(f"`{chat}", f"`{responses}")
+    return message

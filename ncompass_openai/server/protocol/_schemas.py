@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from typing_extensions import Self
 
 from .._exceptions import InvalidRequest
+from ._refused_fields import CHAT, drop_neutral
 from ._tools import FunctionSpec, check_tool_names
 
 __all__ = [
@@ -252,6 +253,12 @@ class ChatCompletionRequest(_Sampling):
     continue_final_message: bool = False
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _neutral_fields(cls, data: Any) -> Any:
+        """Refused fields sent at their neutral value (``metadata: {}``, ``store: false``) left out."""
+        return drop_neutral(data, CHAT)
 
     def check(self) -> None:
         """Conflicts between fields: a 400 naming the field to change."""

@@ -20,7 +20,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .._exceptions import ChatTemplateError
 
-__all__ = ["ChatTemplateError", "render_chat_template"]
+__all__ = ["ChatTemplateError", "render_chat_template", "renders_parallel_calls"]
 
 _MAX_TEMPLATE_CHARS = 100_000
 _MARKER = "\x00ncompass-continue\x00"
@@ -141,3 +141,28 @@ def render_chat_template(
             )
         rendered = rendered[:cut]
     return rendered
+
+
+_PROBE_NAMES = ("ncompass_probe_first", "ncompass_probe_second")
+
+
+@functools.lru_cache(maxsize=32)
+def renders_parallel_calls(template: str) -> bool:
+    """Whether ``template`` renders both calls of an assistant message with two tool calls.
+
+    llama.cpp's server asks the same of a model's template to default ``parallel_tool_calls``: a model
+    whose template cannot show two calls in one turn was not trained to make them.
+    """
+    calls = [
+        {"id": f"call_{k}", "type": "function", "function": {"name": name, "arguments": "{}"}}
+        for k, name in enumerate(_PROBE_NAMES)
+    ]
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "?"},
+        {"role": "assistant", "content": "", "tool_calls": calls},
+    ]
+    try:
+        rendered = render_chat_template(template, messages, add_generation_prompt=False)
+    except ChatTemplateError:
+        return False
+    return all(name in rendered for name in _PROBE_NAMES)

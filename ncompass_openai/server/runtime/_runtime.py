@@ -29,16 +29,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from .._exceptions import ContextLengthError, ModelUnavailableError
 from ..engines._base import DEFAULT_CHAT_TEMPLATE, Engine, SamplingParams, TokenLogprobs
 from ._bridge import GenerationStream, Sink
-from ._chat_template import render_chat_template
+from ._chat_template import render_chat_template, renders_parallel_calls
 from ._events import GenerationEvent
 from ._scheduler import Job, Scheduler
+from ._stop import Watch
 
 __all__ = [
     "GenerationEvent",
@@ -154,9 +155,8 @@ class InferenceRuntime:
         Raises:
             ChatTemplateError: the template failed; the message says why.
         """
-        template = chat_template or self.engine.chat_template() or DEFAULT_CHAT_TEMPLATE
         return render_chat_template(
-            template,
+            self._template(chat_template),
             messages,
             add_generation_prompt=add_generation_prompt,
             continue_final_message=continue_final_message,
@@ -164,6 +164,13 @@ class InferenceRuntime:
             tools=tools,
             template_kwargs=chat_template_kwargs,
         )
+
+    def renders_parallel_calls(self, chat_template: str | None = None) -> bool:
+        """Whether the caller's or the model's template can show two tool calls in one assistant turn."""
+        return renders_parallel_calls(self._template(chat_template))
+
+    def _template(self, chat_template: str | None) -> str:
+        return chat_template or self.engine.chat_template() or DEFAULT_CHAT_TEMPLATE
 
     # ------------------------------------------------------------ generation
     def inflight(self, tenant: str) -> int:
@@ -181,6 +188,7 @@ class InferenceRuntime:
         params: SamplingParams,
         n: int = 1,
         stop: Sequence[str] = (),
+        watch: Callable[[], Watch] | None = None,
     ) -> GenerationStream:
         """Queue a request and return the async iterator of its events.
 
@@ -192,6 +200,7 @@ class InferenceRuntime:
             params: sampling settings shared by all sequences.
             n: completions per prompt; event ``index = prompt_i * n + j``.
             stop: stop strings; generation of a sequence ends before the first match.
+            watch: makes each sequence's :data:`Watch`, which may end it early (the tool format's).
 
         Raises:
             QueueFullError: the tenant has ``max_queue_per_key`` requests in flight.
@@ -215,7 +224,7 @@ class InferenceRuntime:
                 seed = params.seed + j if params.seed is not None else None
                 sequences.append((prompt, replace(params, seed=seed)))
         sink = Sink(loop)
-        request = Job(tenant, sequences, stop, sink)
+        request = Job(tenant, sequences, stop, sink, watch)
         stream = GenerationStream(sink, counts, n, cancel=lambda: self._scheduler.cancel(request))
         self._scheduler.enqueue(request)
         # A stream dropped without being closed (a route that failed before iterating) still frees its slot.

@@ -21,7 +21,7 @@ from .._exceptions import ModelUnavailableError, QueueFullError
 from ..engines._base import Engine, GenerationControl, SamplingParams, SequenceRequest
 from ._bridge import END, Sink
 from ._events import FinishReason, GenerationEvent
-from ._stop import StopMatcher
+from ._stop import StopMatcher, Watch
 
 __all__ = ["Job", "Scheduler", "SequenceState"]
 
@@ -30,11 +30,17 @@ class Job:
     """One API request: its sequences, progress, and the stream its events go to."""
 
     def __init__(
-        self, tenant: str, sequences: list[tuple[str, SamplingParams]], stop: Sequence[str], sink: Sink
+        self,
+        tenant: str,
+        sequences: list[tuple[str, SamplingParams]],
+        stop: Sequence[str],
+        sink: Sink,
+        watch: Callable[[], Watch] | None = None,
     ) -> None:
         self.tenant = tenant
         self.sequences = sequences
         self.stop = tuple(stop)
+        self.watch = watch  # makes each sequence's watch (None: sequences end only by stop and limit)
         self.sink = sink  # never the stream itself, so a dropped stream can be garbage-collected
         self.admitted = 0  # sequences handed to the engine so far
         self.finished = 0
@@ -46,14 +52,16 @@ class Job:
 
 class SequenceState:
     """One sequence's per-step state while the engine decodes it: where its events go, its stop-string
-    matcher and its token count. Everything a sequence carries from one step to the next lives here."""
+    matcher, its watch and its token count. Everything a sequence carries from one step to the next lives
+    here."""
 
-    __slots__ = ("done", "index", "matcher", "request", "tokens")
+    __slots__ = ("done", "index", "matcher", "request", "tokens", "watch")
 
     def __init__(self, request: Job, index: int) -> None:
         self.request = request
         self.index = index
         self.matcher = StopMatcher(request.stop)
+        self.watch = request.watch() if request.watch is not None else None
         self.tokens = 0
         self.done = False
 
@@ -262,6 +270,8 @@ class Scheduler:
                 seq.tokens += 1
                 text, matched = seq.matcher.feed(token.text)
                 finish: FinishReason | None = "stop" if matched else token.finish_reason
+                if finish is None and seq.watch is not None and seq.watch(text, seq.tokens):
+                    finish = "stop"
                 if finish is not None:
                     if not matched:
                         text += seq.matcher.flush()

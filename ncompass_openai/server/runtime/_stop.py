@@ -1,14 +1,19 @@
-"""Stop strings, matched on the decoded text as it arrives, also when one spans several tokens.
+"""Where a sequence ends early: stop strings, and a backend's watch over the text.
 
-Text that might be the start of a stop string is held back until it is known not to be, so a stop
-string never reaches the client.
+Stop strings are matched on the decoded text as it arrives, also when one spans several tokens. Text
+that might be the start of a stop string is held back until it is known not to be, so a stop string
+never reaches the client. A :data:`Watch` sees the text released and the token count, and ends the
+sequence (``finish_reason: "stop"``) when it returns True, its text so far kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-__all__ = ["StopMatcher"]
+__all__ = ["StopMatcher", "Watch"]
+
+Watch = Callable[[str, int], bool]
+"""One sequence's watch: called with each piece of released text and the tokens generated so far."""
 
 
 class StopMatcher:

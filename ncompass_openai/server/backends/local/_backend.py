@@ -9,7 +9,7 @@ from any backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -19,10 +19,11 @@ from ...protocol._responses import ResponseRequest, to_chat_request
 from ...protocol._schemas import ChatCompletionRequest, CompletionRequest
 from ...runtime._bridge import GenerationStream
 from ...runtime._runtime import InferenceRuntime, SamplingParams
+from ...runtime._stop import Watch
 from .._base import Backend, Start
 from ._grammar import format_grammar
 from ._sampling import sampling
-from ._tools import ToolAnswer, ToolPlan, plan_tools, render_history
+from ._tools import CallListWatch, ToolAnswer, ToolPlan, plan_tools, render_history
 
 __all__ = ["LocalBackend"]
 
@@ -69,6 +70,11 @@ class LocalBackend(Backend):
     def requests_by_tenant(self) -> dict[str, tuple[int, int]]:
         return self.runtime.requests_by_tenant()
 
+    def parallel_tool_calls_default(self, chat_template: str | None = None) -> bool:
+        """What the model's (or the request's) chat template can express, as llama.cpp's server decides it:
+        two calls in one assistant turn, or one."""
+        return self.runtime.renders_parallel_calls(chat_template)
+
     # ------------------------------------------------------------------ answers
     async def prepare_completion(self, req: CompletionRequest) -> Start:
         prompts = req.prompts()
@@ -87,9 +93,11 @@ class LocalBackend(Backend):
 
         async def start(tenant: str) -> GenerationStream:
             params = sampling(self.runtime, req, self._token_limit(req, prompt), grammar)
-            stream = self._generate(tenant, [prompt], params, req, "messages")
             if plan is None:
-                return stream
+                return self._generate(tenant, [prompt], params, req, "messages")
+            max_calls = plan.max_calls
+            watch = lambda: CallListWatch(params.max_tokens, max_calls)  # noqa: E731
+            stream = self._generate(tenant, [prompt], params, req, "messages", watch)
             return stream.reshape_with(ToolAnswer(), holds_answer=True, may_call=True)
 
         return start
@@ -105,18 +113,21 @@ class LocalBackend(Backend):
         params: SamplingParams,
         req: CompletionRequest | ChatCompletionRequest,
         prompt_param: str,
+        watch: Callable[[], Watch] | None = None,
     ) -> GenerationStream:
         """Queue the generation; ``prompt_param`` is the field a too-long prompt is blamed on."""
         try:
-            return self.runtime.generate(tenant, prompts, params, n=req.n, stop=req.stop_list())
+            return self.runtime.generate(tenant, prompts, params, n=req.n, stop=req.stop_list(), watch=watch)
         except ContextLengthError as exc:
-            raise InvalidRequest(str(exc), param=prompt_param, code="context_length_exceeded") from None
+            message = _too_long(exc, prompt_param, _limit_field(req))
+            raise InvalidRequest(message, param=prompt_param, code="context_length_exceeded") from None
 
     def _constraints(self, req: ChatCompletionRequest) -> tuple[str | None, ToolPlan | None]:
         """The grammar of the answer, and the tool plan when tools are in play (mutually exclusive)."""
-        plan = plan_tools(
-            self.runtime, req.function_specs(), req.tool_choice_name(), req.parallel_tool_calls is not False
-        )
+        parallel = req.parallel_tool_calls
+        if parallel is None:
+            parallel = self.parallel_tool_calls_default(req.chat_template)
+        plan = plan_tools(self.runtime, req.function_specs(), req.tool_choice_name(), parallel)
         if plan is not None:
             return plan.grammar, plan
         fmt = req.response_format
@@ -151,5 +162,32 @@ class LocalBackend(Backend):
             return limit
         # Like vLLM: no limit means the room the context leaves after the prompt (capped, so an engine with
         # a huge context cannot be asked for an endless answer by omission).
-        used = self.runtime.count_tokens(prompt)
-        return max(1, min(_CHAT_MAX_TOKENS, self.runtime.context_length - used))
+        used, room = self.runtime.count_tokens(prompt), self.runtime.context_length
+        if used >= room:
+            raise InvalidRequest(
+                f"The conversation is {used} tokens and this model's context holds {room}, which leaves no "
+                "room for an answer: drop or shorten earlier turns (long tool results first) and send it "
+                "again.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        return min(_CHAT_MAX_TOKENS, room - used)
+
+
+def _limit_field(req: CompletionRequest | ChatCompletionRequest) -> str | None:
+    """The token-limit field the client sent, if any."""
+    if isinstance(req, ChatCompletionRequest) and req.max_completion_tokens is not None:
+        return "max_completion_tokens"
+    return "max_tokens" if req.max_tokens is not None else None
+
+
+def _too_long(exc: ContextLengthError, prompt_param: str, limit_field: str | None) -> str:
+    """The context-overflow message, naming only what the client sent."""
+    where = f"prompt {exc.index}" if prompt_param == "prompt" else "the conversation"
+    asked = f"`{limit_field}`" if limit_field is not None else "the default `max_tokens` (left out)"
+    room = exc.context_length - exc.prompt_tokens
+    fix = f"set `{limit_field or 'max_tokens'}` to at most {room}" if room > 0 else "drop earlier turns"
+    return (
+        f"This model's context holds {exc.context_length} tokens; {where} is {exc.prompt_tokens} tokens and "
+        f"{asked} asks for {exc.max_tokens} more: {fix}, or shorten `{prompt_param}`."
+    )
