@@ -122,3 +122,7 @@ class UpstreamError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.param = param
+
+
+class ClientGone(Exception):
+    """The client hung up before its answer began: the request was cancelled (answered 499, unseen)."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -25,12 +27,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from _helpers import free_port, llama_cpp_server, wait_for
+from _helpers import free_port, llama_cpp_server, run_example, wait_for
+from ncompass_openai import NCompass, nCompass
 from ncompass_openai._compat import httpx
 from ncompass_openai.server import LocalServer
 from ncompass_openai.server.http._local import bind_socket
 
-from .conftest import ServerProcess
+from .conftest import KEY, ServerProcess
 
 UP = "nc-upstream-secret-key-7f3a9c"  # the gateway's key to its upstreams: must never leak
 CHAT = {"model": "synthetic", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 6}
@@ -453,6 +456,7 @@ def test_slow_upstream_hits_the_read_timeout(
 
 
 PROSE = ["Blue", " is", " a", " colour."]
+PROSE_DELTAS = [{"content": w} for w in PROSE]
 
 
 def _whole(deltas: list[dict[str, Any]]) -> dict[str, Any]:
@@ -486,16 +490,19 @@ class _StubUpstream:
         deltas: list[dict[str, Any]] | None = None,
         whole: dict[str, Any] | None = None,
         pings: float | None = None,
+        port: int = 0,
     ) -> None:
         self.hits = 0
         self.streamed: list[bool] = []  # what each request asked for
+        self.bodies: list[dict[str, Any]] = []  # the bodies it was sent
 
         async def fail(request: Request) -> Response:
             self.hits += 1
+            self.bodies.append(await request.json())
             if status == 200:
-                said = deltas or [{"content": w} for w in PROSE]
+                said = PROSE_DELTAS if deltas is None else deltas
                 finish = "tool_calls" if deltas and "tool_calls" in deltas[0] else "stop"
-                self.streamed.append(bool((await request.json()).get("stream")))
+                self.streamed.append(bool(self.bodies[-1].get("stream")))
                 if not self.streamed[-1]:
                     choice = {"index": 0, "message": _whole(said), "finish_reason": finish}
                     return JSONResponse(whole or {"object": "chat.completion", "choices": [choice]})
@@ -521,7 +528,7 @@ class _StubUpstream:
                 Route("/v1/chat/completions", fail, methods=["POST"]),
             ]
         )
-        self.sock = bind_socket("127.0.0.1", 0)
+        self.sock = bind_socket("127.0.0.1", port)
         self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
@@ -544,8 +551,9 @@ def stub() -> Iterator[Callable[..., _StubUpstream]]:
         deltas: list[dict[str, Any]] | None = None,
         whole: dict[str, Any] | None = None,
         pings: float | None = None,
+        port: int = 0,
     ) -> _StubUpstream:
-        made.append(_StubUpstream(status, headers, deltas, whole, pings))
+        made.append(_StubUpstream(status, headers, deltas, whole, pings, port))
         return made[-1]
 
     yield make
@@ -1106,3 +1114,192 @@ def test_responses_tool_calls_and_formats_come_from_the_upstream(
     assert [json.loads(pieces[k]) for k in sorted(pieces)] == [args for _, args in want]
     assert colour.status_code == 200, colour.text
     assert set(json.loads(colour.json()["output"][0]["content"][0]["text"])) == {"colour"}
+
+
+# -- every promise whatever the upstream honours (#36) -----------------------------------------------------
+
+WORDS = [{"content": f" w{k}"} for k in range(40)]  # an upstream that ignores every token limit
+
+
+def test_a_token_limit_the_upstream_ignores_is_enforced_here(
+    make_server: Callable[..., LocalServer],
+    client: Callable[..., httpx.Client],
+    stub: Callable[..., _StubUpstream],
+) -> None:
+    upstream = stub(200, deltas=WORDS)
+    gw = _gateway(make_server, [upstream.base_url])
+    with client(gw) as c:
+        body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+        del body["max_tokens"]
+        answer = c.post("/v1/chat/completions", json={**body, "max_completion_tokens": 5})
+        chunks = _sse(answer.text)
+        text = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks if ch["choices"])
+        assert text == "".join(w["content"] for w in WORDS[:5])
+        assert [ch["choices"][0]["finish_reason"] for ch in chunks if ch["choices"]][-1] == "length"
+        assert chunks[-1]["usage"]["completion_tokens"] == 5
+        # Sent as max_tokens, which every OpenAI-compatible server honours (llama-cpp-python's ignores the
+        # other name).
+        assert upstream.bodies[-1]["max_tokens"] == 5 and "max_completion_tokens" not in upstream.bodies[-1]
+        # The session counted what was relayed, not what the upstream would have gone on to write.
+        assert c.get("/v1/sessions").json()["data"][0]["usage"]["completion_tokens"] == 5
+
+
+def test_the_0_0_x_min_tokens_works_in_front_of_any_upstream(
+    make_server: Callable[..., LocalServer],
+    client: Callable[..., httpx.Client],
+    stub: Callable[..., _StubUpstream],
+    upstreams: list[LocalServer],
+) -> None:
+    # The 0.0.x methods send `min_tokens: 1` on their users' behalf: without `--upstream-supports vllm`
+    # it is not forwarded, and the gateway checks it on the answer itself.
+    gw = _gateway(make_server, [upstreams[0].base_url])
+    with client(gw) as c:
+        assert c.post("/v1/chat/completions", json={**CHAT, "min_tokens": 1}).status_code == 200
+        more = c.post("/v1/chat/completions", json={**CHAT, "min_tokens": 2})
+        assert more.status_code == 400 and more.json()["error"]["param"] == "min_tokens"
+    with nCompass(api_key=KEY, base_url=gw.base_url) as legacy:
+        assert legacy.complete_prompt("Hello", max_tokens=4, stream=False)
+    empty = stub(200, deltas=[])
+    gw = _gateway(make_server, [empty.base_url])
+    with client(gw) as c:
+        whole = c.post("/v1/chat/completions", json={**CHAT, "min_tokens": 1})
+        assert whole.status_code == 502 and "min_tokens: 1" in whole.json()["error"]["message"]
+        assert "min_tokens" not in empty.bodies[-1]
+        streamed = c.post("/v1/chat/completions", json={**CHAT, "min_tokens": 1, "stream": True})
+        assert "min_tokens: 1" in _sse(streamed.text)[-1]["error"]["message"]
+        assert c.post("/v1/chat/completions", json=CHAT).status_code == 200  # no floor asked: an empty answer
+
+
+def test_a_named_tool_choice_answered_with_two_calls_is_the_upstreams_error(
+    make_server: Callable[..., LocalServer],
+    client: Callable[..., httpx.Client],
+    stub: Callable[..., _StubUpstream],
+) -> None:
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    two = [{"tool_calls": [{"index": k, "id": f"call_{k}", **call}]} for k in range(2)]
+    gw = _gateway(make_server, [stub(200, deltas=two).base_url], upstream_supports=["tools"])
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    with client(gw) as c:
+        answer = c.post("/v1/chat/completions", json={**CHAT, "tools": [WEATHER], "tool_choice": named})
+        assert answer.status_code == 502, answer.text
+        assert "called exactly once" in answer.json()["error"]["message"]
+        assert c.post("/v1/chat/completions", json={**CHAT, "tools": [WEATHER]}).status_code == 200  # auto
+
+
+def test_an_upstream_down_at_boot_leaves_the_gateway_starting_then_serving(
+    make_server: Callable[..., LocalServer],
+    client: Callable[..., httpx.Client],
+    stub: Callable[..., _StubUpstream],
+    spawn_server: Callable[..., ServerProcess],
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    gw = _gateway(make_server, [url], start_timeout=0.5, wait_for_model=False)
+    with client(gw) as c:
+        time.sleep(1.2)  # past --start-timeout: the gateway stays up, starting
+        assert c.get("/v1/deployment").json()["state"] == "starting"
+        # Its model's name until it has learned the upstream's: a client told it keeps working after.
+        assert c.get("/v1/models").json()["data"][0]["id"] == "upstream"
+        waiting = c.post("/v1/chat/completions", json={**CHAT, "model": "upstream"})
+        assert waiting.status_code == 503 and waiting.headers["Retry-After"]
+        stub(200, port=port)
+        assert wait_for(lambda: c.get("/v1/deployment").json()["state"] == "running", 15)
+        assert c.get("/v1/models").json()["data"][0]["id"] == "synthetic"  # learned
+        for name in ("upstream", "synthetic"):
+            assert c.post("/v1/chat/completions", json={**CHAT, "model": name}).status_code == 200, name
+        assert c.post("/v1/chat/completions", json={**CHAT, "model": "other"}).status_code == 404
+    # `ncompass serve` itself does not exit: it waits for its upstream, saying so.
+    proc = spawn_server(
+        "--engine", "openai", "--upstream", f"http://127.0.0.1:{free_port()}/v1", "--start-timeout", "0.5",
+        "--api-key", KEY,
+    )  # fmt: skip
+    time.sleep(2)
+    assert proc.proc.poll() is None, proc.output()
+    assert "No upstream is healthy yet" in proc.output() and "GGUF" not in proc.output()
+    with proc.client(KEY) as c:
+        assert c.get("/v1/deployment").json()["state"] == "starting"
+
+
+def test_a_client_that_hangs_up_on_a_whole_answer_cancels_it_upstream(
+    make_server: Callable[..., LocalServer], spawn_server: Callable[..., ServerProcess]
+) -> None:
+    # One request at a time upstream, and 50 tokens take it 10 s: a second request is a 429 while the
+    # first still generates there.
+    slow = _spawn_upstream(spawn_server, "--synthetic-token-rate", "5", "--max-queue-per-key", "1")
+    gw = _gateway(make_server, [slow.base_url])
+    auth = {"Authorization": f"Bearer {KEY}"}
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gw.url + "/v1/chat/completions", json={**CHAT, "max_tokens": 50}, headers=auth, timeout=1)
+
+    def upstream_free() -> bool:
+        direct = httpx.post(
+            slow.base_url + "/chat/completions",
+            json=CHAT,
+            headers={"Authorization": f"Bearer {UP}"},
+            timeout=10,
+        )
+        return direct.status_code == 200
+
+    # The upstream stopped when the client hung up, well before the 10 s its whole answer takes.
+    assert wait_for(upstream_free, 4)
+    assert time.monotonic() - started < 6
+
+
+@pytest.mark.model
+def test_the_0_0_x_api_and_the_cli_in_front_of_llama_cpp_pythons_server(
+    tmp_path: Path, make_server: Callable[..., LocalServer], client: Callable[..., httpx.Client]
+) -> None:
+    with llama_cpp_server(tmp_path / "llama_cpp_server.log", key=UP) as url:
+        gw = _gateway(make_server, [url])  # no name given: the gateway learns the upstream's
+        # The seed's chat example, migrated. (Its hello world asks the same prompt three times, and this
+        # server answers a prompt it has just answered with no token at all: the gateway's min_tokens
+        # check then says so, where the example would have printed nothing.)
+        ran = run_example("chat.py", KEY, gw.base_url, timeout=240)
+        assert ran.returncode == 0 and ran.stdout.strip(), ran.stderr
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NCOMPASS_", "OPENAI_"))}
+        env.update(NCOMPASS_API_KEY=KEY, NCOMPASS_BASE_URL=gw.base_url)
+        cli = str(Path(sys.executable).with_name("ncompass"))
+        for command in ("complete", "chat"):
+            args = [cli, command, "Name a colour.", "--max-tokens", "5"]
+            ran_cli = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
+            assert ran_cli.returncode == 0 and ran_cli.stdout.strip(), ran_cli.stderr
+        with NCompass(api_key=KEY, base_url=gw.base_url) as check:
+            assert check.sessions.list(status="active") == []  # each stopped the session it started
+        with client(gw, timeout=120) as c:
+            # llama-cpp-python's server ignores `max_completion_tokens`: sent as `max_tokens`, and cut here.
+            body = {"messages": [{"role": "user", "content": "Tell me a long story."}], "temperature": 0}
+            for stream in (False, True):
+                answer = c.post(
+                    "/v1/chat/completions",
+                    json={**body, "model": "upstream", "max_completion_tokens": 5, "stream": stream},
+                )
+                assert answer.status_code == 200, answer.text
+                if stream:
+                    chunks = _sse(answer.text)
+                    assert (
+                        sum(1 for ch in chunks if ch["choices"] and ch["choices"][0]["delta"].get("content"))
+                        <= 5
+                    )
+                else:
+                    assert answer.json()["usage"]["completion_tokens"] <= 5
+            # It cannot batch (a made-up empty second choice for `n: 2`, a 500 for a list prompt): one
+            # request per choice, each a real answer, the usage summed (the prompt counted once).
+            listed = c.post(
+                "/v1/completions",
+                json={
+                    "model": "upstream",
+                    "prompt": ["The sky is", "Grass is"],
+                    "max_tokens": 5,
+                    "temperature": 0.7,
+                },
+            ).json()
+            assert [ch["index"] for ch in listed["choices"]] == [0, 1]
+            assert all(ch["text"].strip() for ch in listed["choices"]), listed
+            two = c.post(
+                "/v1/chat/completions", json={**body, "model": "upstream", "max_tokens": 6, "n": 2}
+            ).json()
+            assert [ch["index"] for ch in two["choices"]] == [0, 1]
+            assert all(ch["message"]["content"] and ch["finish_reason"] for ch in two["choices"]), two
+            one = c.post("/v1/chat/completions", json={**body, "model": "upstream", "max_tokens": 6}).json()
+            assert two["usage"]["prompt_tokens"] == one["usage"]["prompt_tokens"]

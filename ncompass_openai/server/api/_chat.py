@@ -37,7 +37,9 @@ async def serve_chat(
 ) -> Response:
     """Answer one chat request (``n`` choices of one conversation)."""
     billing = Billing(state, tenant, "/v1/chat/completions")
-    stream = await start(state, tenant, req.model, lambda: state.backend.prepare_chat(req))
+    stream = await start(
+        state, tenant, req.model, lambda: state.backend.prepare_chat(req), None if req.stream else request
+    )
     env = Envelope("chatcmpl-", "chat.completion", "chat.completion.chunk", state.backend.model_id)
 
     if not req.stream:

@@ -23,7 +23,13 @@ async def serve_completion(
     billing = Billing(state, tenant, "/v1/completions")
     prompts = req.prompts()
     total = len(prompts) * req.n
-    stream = await start(state, tenant, req.model, lambda: state.backend.prepare_completion(req))
+    stream = await start(
+        state,
+        tenant,
+        req.model,
+        lambda: state.backend.prepare_completion(req),
+        None if req.stream else request,
+    )
     env = Envelope("cmpl-", "text_completion", "text_completion", state.backend.model_id)
 
     if not req.stream:

@@ -13,12 +13,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..._headers import MAX_IN_FLIGHT, RETRY_AFTER, SHOULD_RETRY
 from .._exceptions import (
+    ClientGone,
     InvalidRequest,
     ModelNotRunning,
     NotFound,
@@ -180,6 +181,10 @@ def install_error_handlers(app: FastAPI) -> None:
         UpstreamError,
     ):
         app.add_exception_handler(kind, _domain_error)
+
+    @app.exception_handler(ClientGone)
+    async def _gone(request: Request, exc: ClientGone) -> Response:
+        return Response(status_code=499)  # nobody is listening; the status only shows in logs
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

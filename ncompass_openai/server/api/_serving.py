@@ -12,6 +12,7 @@ happen after a stream has begun.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -23,7 +24,7 @@ import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from .._exceptions import ModelNotRunning, ModelUnavailableError, NotFound
+from .._exceptions import ClientGone, ModelNotRunning, ModelUnavailableError, NotFound
 from .._state import ServerState
 from ..backends import Start
 from ..engines._base import TokenLogprobs
@@ -63,7 +64,7 @@ def unknown_model(state: ServerState, model: str) -> NotFound:
 
 def check_model(state: ServerState, model: str) -> None:
     """The request names this server's model (checked once per request, before anything else)."""
-    if model != state.backend.model_id:
+    if not state.backend.accepts_model(model):
         raise unknown_model(state, model)
 
 
@@ -72,13 +73,19 @@ def not_running(state: ServerState, tenant: Tenant) -> ModelNotRunning:
 
 
 async def start(
-    state: ServerState, tenant: Tenant, model: str, prepare: Callable[[], Awaitable[Start]]
+    state: ServerState,
+    tenant: Tenant,
+    model: str,
+    prepare: Callable[[], Awaitable[Start]],
+    request: Request | None = None,
 ) -> GenerationStream:
     """The one order of every inference request: model, the backend's checks, admission, the start.
 
     ``prepare``: the backend's ``prepare_*`` of the request. Admission (``require_running``, the request
     counted for the idle timer) happens once, after the backend's checks, so a request the backend
-    refuses is a 400 whatever the deployment's state.
+    refuses is a 400 whatever the deployment's state. Where the start itself may take long (a gateway's
+    whole answer comes with its first byte), ``request`` is watched meanwhile: a client that hangs up
+    cancels the start, and so the upstream's generation (:class:`ClientGone`).
     """
     check_model(state, model)
     begin = await prepare()
@@ -86,9 +93,37 @@ async def start(
     now = state.deployments.note_request(tenant.id)
     await state.db.run(state.deployments.persist_request, tenant.id, now)
     try:
-        return await begin(tenant.id)
+        if request is None or not state.backend.start_waits:
+            return await begin(tenant.id)
+        return await _unless_hung_up(request, begin(tenant.id))
     except ModelUnavailableError:
         raise not_running(state, tenant) from None
+
+
+async def _unless_hung_up(request: Request, starting: Awaitable[GenerationStream]) -> GenerationStream:
+    """``starting``'s stream, or :class:`ClientGone` (``starting`` cancelled) if the client hangs up first."""
+    task = asyncio.ensure_future(starting)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    if task.cancelled():
+        raise ClientGone
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client hangs up."""
+    try:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # the connection's receive channel broke: nobody is left to answer either
+        logger.debug("Receive failed while waiting for an answer", exc_info=True)
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
@@ -153,11 +188,7 @@ async def _close(stream: GenerationStream) -> None:
 
 
 async def _hang_up_on_disconnect(request: Request, stream: GenerationStream) -> None:
-    try:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-    except Exception:  # the connection's receive channel broke: nobody is left to answer either
-        logger.debug("Receive failed while collecting an answer", exc_info=True)
+    await _disconnected(request)
     stream.hang_up()
 
 

@@ -37,6 +37,9 @@ class Backend(abc.ABC):
     """Where answers come from: its model's lifecycle, and one ``prepare_*`` per API surface."""
 
     max_queue_per_key: int
+    start_waits: bool = False
+    """``start`` may wait long (a gateway's whole answer comes with its first byte): serving watches the
+    client meanwhile, and cancels the start if it hangs up."""
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -58,6 +61,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def engine_name(self) -> str:
         """The engine's name, as ``--engine`` names it (``llama``, ``synthetic``, ``openai``)."""
+
+    def accepts_model(self, model: str) -> bool:
+        """Whether a request's ``model`` names this backend's model."""
+        return model == self.model_id
 
     def parallel_tool_calls_default(self, chat_template: str | None = None) -> bool:
         """``parallel_tool_calls`` when a request leaves it out (OpenAI's default: true)."""

@@ -9,8 +9,8 @@ match is the upstream's error (502), never output presented as valid. A choice c
 
 Likewise with ``--upstream-supports tools``: each call of a choice that was not cut must name an
 offered function (the one ``tool_choice`` names, if it names one), and its arguments must be a JSON
-object valid against that function's ``parameters``; ``tool_choice: "required"`` (or a named function)
-needs a call, ``"none"`` allows none.
+object valid against that function's ``parameters``; ``tool_choice: "required"`` needs a call, a named
+function exactly one call of it, ``"none"`` allows none.
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ def calls_check(functions: list[FunctionSpec], choice: str | None) -> CallsCheck
             )
         if choice == "none":
             return "it made a call, and `tool_choice` is `none`"
+        if named is not None and len(calls) > 1:
+            return f"it made {len(calls)} calls, and a named `tool_choice` is called exactly once"
         for call in calls:
             name = call.name
             if name not in validators:

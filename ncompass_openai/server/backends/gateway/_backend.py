@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -27,20 +28,28 @@ from ...protocol._responses import ResponseRequest
 from ...protocol._schemas import ChatCompletionRequest, CompletionRequest
 from ...runtime._bridge import GenerationStream, LoopSink
 from .._base import Backend, Start
-from ._bodies import answer_checks, body_of
+from ._bodies import answer_checks, body_of, bounds_of
 from ._client import UpstreamClient
 from ._commands import run_command
+from ._fanin import FanIn, split_bodies
 from ._reading import Reading
 from ._relay import relay
 from ._replicas import ReplicaPool
 from ._responses import ResponseEvents, response_body
 
 if TYPE_CHECKING:
-    from ._answer_check import AnswerCheck, CallsCheck
+    import aiohttp
 
-__all__ = ["GatewayBackend"]
+    from ._answer_check import AnswerCheck, CallsCheck
+    from ._replicas import Replica
+
+__all__ = ["PLACEHOLDER_MODEL", "GatewayBackend"]
 
 logger = logging.getLogger("ncompass_openai.server")
+
+PLACEHOLDER_MODEL = "upstream"
+"""The model's name until the gateway has learned its upstream's (no ``--served-model-name`` and no
+``--upstream-model``); a client may have been told it, so it stays a name of the model after."""
 
 
 class GatewayBackend(Backend):
@@ -57,8 +66,10 @@ class GatewayBackend(Backend):
         self.client = UpstreamClient(settings)
         self.supports = frozenset(settings.upstream_supports)
         self.max_queue_per_key = settings.max_queue_per_key
+        self.start_waits = True  # a whole answer is opened with its first byte
         self._upstream_model = settings.upstream_model
         self._served_name = settings.served_model_name
+        self._named = bool(settings.served_model_name or settings.upstream_model)
         self._start_command = settings.start_command
         self._stop_command = settings.stop_command
         self._start_timeout = settings.start_timeout
@@ -74,7 +85,10 @@ class GatewayBackend(Backend):
 
     @property
     def model_id(self) -> str:
-        return self._served_name or self._upstream_model or "upstream"
+        return self._served_name or self._upstream_model or PLACEHOLDER_MODEL
+
+    def accepts_model(self, model: str) -> bool:
+        return model == self.model_id or (not self._named and model == PLACEHOLDER_MODEL)
 
     @property
     def upstream_model(self) -> str:
@@ -104,16 +118,28 @@ class GatewayBackend(Backend):
         )
 
     async def load(self, tenant_id: str | None = None) -> None:
-        """Run ``--start-command`` (if any), then wait for a healthy replica (``--start-timeout``)."""
+        """Run ``--start-command`` (if any), then wait for a healthy replica and learn the model's name.
+
+        With a start command, a replica must be healthy within ``--start-timeout`` (else the start
+        failed). Without one the upstreams are always on and nothing here can bring them up: the start
+        waits for one however long it takes (the deployment stays ``starting``, its requests 503 with
+        ``Retry-After``), saying once per ``--start-timeout`` which upstream is down and why.
+        """
         self.client.http  # noqa: B018 - the HTTP session, made on the loop the backend serves from
         if self._start_command:
             await self._command("start", self._start_command, tenant_id)
-        if not await self.pool.wait_healthy(self._start_timeout):
-            why = "; ".join(f"{r.base_url}: {r.last_error}" for r in self.pool.replicas)
-            await self.pool.close()
-            raise RuntimeError(
-                f"No upstream answered healthy within {self._start_timeout:g} s ({self.client.scrub(why)}). "
-                "Check the --upstream URLs and that the servers are up, or raise --start-timeout."
+        while not await self.pool.wait_healthy(self._start_timeout):
+            why = self.client.scrub("; ".join(f"{r.base_url}: {r.last_error}" for r in self.pool.replicas))
+            if self._start_command:
+                await self.pool.close()
+                raise RuntimeError(
+                    f"No upstream answered healthy within {self._start_timeout:g} s ({why}). Check the "
+                    "--upstream URLs and that the servers are up, or raise --start-timeout."
+                )
+            logger.warning(
+                "No upstream is healthy yet (%s): the deployment stays starting, and its requests answer 503 "
+                "with Retry-After, until one is. Check the --upstream URLs and that the servers are up.",
+                why,
             )
         if self._upstream_model is None:
             self._upstream_model = await self.client.first_model()
@@ -160,16 +186,29 @@ class GatewayBackend(Backend):
     # ------------------------------------------------------------------ answers
     async def prepare_completion(self, req: CompletionRequest) -> Start:
         body = body_of(req, self.supports, self.upstream_model)
-        choices = len(req.prompts()) * req.n
+        prompts = req.prompts()
+        choices = len(prompts) * req.n
+        limit, min_tokens = bounds_of(req, self.supports)
 
         async def start(tenant: str) -> GenerationStream:
-            return await self._forward(tenant, "/completions", body, choices, streamed=bool(req.stream))
+            return await self._forward(
+                tenant,
+                "/completions",
+                body,
+                choices,
+                streamed=bool(req.stream),
+                limit=limit,
+                min_tokens=min_tokens,
+                split="vllm" not in self.supports and choices > 1,
+                prompts=list(prompts),
+            )
 
         return start
 
     async def prepare_chat(self, req: ChatCompletionRequest) -> Start:
         body = body_of(req, self.supports, self.upstream_model)
         check, calls_check = answer_checks(req)
+        limit, min_tokens = bounds_of(req, self.supports)
 
         async def start(tenant: str) -> GenerationStream:
             return await self._forward(
@@ -180,6 +219,9 @@ class GatewayBackend(Backend):
                 check=check,
                 calls_check=calls_check,
                 streamed=bool(req.stream),
+                limit=limit,
+                min_tokens=min_tokens,
+                split="vllm" not in self.supports and req.n > 1,
             )
 
         return start
@@ -190,7 +232,14 @@ class GatewayBackend(Backend):
 
         async def start(tenant: str) -> GenerationStream:
             return await self._forward(
-                tenant, "/responses", body, 1, check=check, calls_check=calls_check, events=ResponseEvents()
+                tenant,
+                "/responses",
+                body,
+                1,
+                check=check,
+                calls_check=calls_check,
+                events=ResponseEvents(),
+                limit=req.max_output_tokens,
             )
 
         return start
@@ -206,12 +255,18 @@ class GatewayBackend(Backend):
         calls_check: CallsCheck | None = None,
         events: ResponseEvents | None = None,
         streamed: bool = True,
+        limit: int | None = None,
+        min_tokens: int = 0,
+        split: bool = False,
+        prompts: list[Any] | None = None,
     ) -> GenerationStream:
         """Send ``body`` to ``path`` of a replica; its events, once the upstream answered 200.
 
         ``check`` / ``calls_check``: each choice's text / calls are held back until it ends, and sent
         only if the check passes (``_reading.py``). ``events``: the reader of a Responses API stream.
-        ``streamed``: False when ``body`` asks for a whole answer, read at once.
+        ``streamed``: False when ``body`` asks for a whole answer, read at once. ``limit`` /
+        ``min_tokens``: the bounds the gateway enforces on each choice itself (``_reading.py``).
+        ``split``: one upstream request per choice (``_fanin.py``); ``prompts``: a completions request's.
 
         Raises:
             QueueFullError: the tenant has ``max_queue_per_key`` requests in flight.
@@ -223,20 +278,30 @@ class GatewayBackend(Backend):
             raise ModelUnavailableError("The upstream is stopped.")
         if self._inflight[tenant] >= self.max_queue_per_key:
             raise QueueFullError(1, self.max_queue_per_key)
+        bodies = split_bodies(body, prompts, choices // len(prompts or [None])) if split else [(body, True)]
         self._inflight[tenant] += 1
         try:
-            replica, response = await self.client.open(path, body, streamed)
+            opened = await self._open_all(path, [b for b, _ in bodies], streamed)
         except BaseException:
             self._release(tenant)
             raise
         loop = asyncio.get_running_loop()
         sink = LoopSink(loop)
+        fan = FanIn(sink, len(bodies)) if split else None
         tools = "tools" in body
-        read = Reading(
-            sink, chat=path == "/chat/completions", tools=tools, check=check, calls_check=calls_check
-        )
-        task = loop.create_task(
-            relay(
+        tasks: list[asyncio.Task[None]] = []
+        for k, ((replica, response), (_, counts_prompt)) in enumerate(zip(opened, bodies, strict=True)):
+            read = Reading(
+                fan.part(k, counts_prompt) if fan is not None else sink,
+                chat=path == "/chat/completions",
+                tools=tools,
+                check=check,
+                calls_check=calls_check,
+                choices=1 if split else choices,
+                limit=limit,
+                min_tokens=min_tokens,
+            )
+            relaying = relay(
                 self.client,
                 replica,
                 response,
@@ -245,22 +310,55 @@ class GatewayBackend(Backend):
                 events=events,
                 loaded=lambda: self._loaded,
             )
-        )
-        self._relays.add(task)
+            tasks.append(loop.create_task(relaying))
+            self._relays.add(tasks[-1])
+            tasks[-1].add_done_callback(functools.partial(self._relayed, replica, response))
+        left = [len(tasks)]
 
         def finished(done: asyncio.Task[None]) -> None:
-            # Here, not in the coroutine: a task cancelled before its first step never runs its finally.
-            self._relays.discard(done)
-            replica.outstanding -= 1
-            self._release(tenant)
-            response.close()  # a no-op after the relay released it; else the upstream request ends here
+            left[0] -= 1
+            if not left[0]:
+                self._release(tenant)
 
-        task.add_done_callback(finished)
-        stream = GenerationStream(sink, [0], choices, cancel=task.cancel, may_call=tools)
-        # A stream dropped without being closed still closes its upstream request.
-        fin = weakref.finalize(stream, task.cancel)
+        for task in tasks:
+            task.add_done_callback(finished)
+
+        def cancel() -> None:
+            for task in tasks:
+                task.cancel()
+
+        stream = GenerationStream(sink, [0], choices, cancel=cancel, may_call=tools)
+        # A stream dropped without being closed still closes its upstream requests.
+        fin = weakref.finalize(stream, cancel)
         fin.atexit = False
         return stream
+
+    async def _open_all(
+        self, path: str, bodies: list[dict[str, Any]], streamed: bool
+    ) -> list[tuple[Replica, aiohttp.ClientResponse]]:
+        """Each body sent, once all were answered 200; if one fails, the others are closed and it raises."""
+        if len(bodies) == 1:
+            return [await self.client.open(path, bodies[0], streamed)]
+        results = await asyncio.gather(
+            *(self.client.open(path, b, streamed) for b in bodies), return_exceptions=True
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            for result in results:
+                if not isinstance(result, BaseException):
+                    self._relayed(*result, None)
+            raise failed[0]
+        return [r for r in results if not isinstance(r, BaseException)]
+
+    def _relayed(
+        self, replica: Replica, response: aiohttp.ClientResponse, done: asyncio.Task[None] | None
+    ) -> None:
+        """One upstream request ended (its relay done, or never started)."""
+        # Here, not in the coroutine: a task cancelled before its first step never runs its finally.
+        if done is not None:
+            self._relays.discard(done)
+        replica.outstanding -= 1
+        response.close()  # a no-op after the relay released it; else the upstream request ends here
 
     def _release(self, tenant: str) -> None:
         self._inflight[tenant] -= 1

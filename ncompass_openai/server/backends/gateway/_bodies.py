@@ -29,7 +29,7 @@ from ...protocol._schemas import ChatCompletionRequest, CompletionRequest
 if TYPE_CHECKING:
     from ._answer_check import AnswerCheck, CallsCheck
 
-__all__ = ["answer_checks", "body_of", "refuse_undeclared", "refuse_unforwarded"]
+__all__ = ["answer_checks", "body_of", "bounds_of", "refuse_undeclared", "refuse_unforwarded"]
 
 # The fields of a feature, and when a request uses it (a default value, such as `logprobs: false`, does not).
 _USED: dict[str, Callable[[Any], bool]] = {
@@ -42,7 +42,7 @@ _USED: dict[str, Callable[[Any], bool]] = {
     "top_k": lambda v: v is not None and v not in (-1, 0),
     "min_p": lambda v: v is not None and v > 0,
     "repetition_penalty": lambda v: v is not None and v != 1.0,
-    "min_tokens": lambda v: bool(v),
+    "min_tokens": lambda v: bool(v) and v > 1,  # 1 is checked here, for any upstream (see body_of)
     "add_generation_prompt": lambda v: v is not True,
     "continue_final_message": lambda v: bool(v),
     "chat_template": lambda v: v is not None,
@@ -98,14 +98,34 @@ def refuse_undeclared(req: ChatCompletionRequest | CompletionRequest, supports: 
 def body_of(
     req: ChatCompletionRequest | CompletionRequest, supports: frozenset[str], model: str
 ) -> dict[str, Any]:
-    """The body ``req`` is forwarded with; the 400 of a feature not in ``supports``."""
+    """The body ``req`` is forwarded with; the 400 of a feature not in ``supports``.
+
+    ``max_completion_tokens`` is sent as ``max_tokens``, which every OpenAI-compatible server honours
+    (llama-cpp-python's ignores the other). ``min_tokens: 1`` (which the 0.0.x methods send) goes only to
+    an upstream declared ``vllm``; for any other, the gateway checks it on the answer (:class:`Reading`).
+    """
     refuse_undeclared(req, supports)
     body = req.model_dump(mode="json", exclude_unset=True, by_alias=True)
     body.pop("echo", None)  # the completions route puts the prompt in front itself, as for every engine
+    if "max_completion_tokens" in body:
+        body["max_tokens"] = body.pop("max_completion_tokens")
+    if "vllm" not in supports:
+        body.pop("min_tokens", None)
+    if isinstance(req, CompletionRequest) and "max_tokens" not in body:
+        body["max_tokens"] = req.max_tokens  # the protocol's default (16), whatever the upstream's
     body.update(model=model, stream=req.stream)
     if req.stream:  # `stream_options` without `stream` was refused (the request's `check()`)
         body["stream_options"] = {"include_usage": True}
     return body
+
+
+def bounds_of(
+    req: ChatCompletionRequest | CompletionRequest, supports: frozenset[str]
+) -> tuple[int | None, int]:
+    """``(limit, min_tokens)`` the gateway enforces on each choice: the request's token limit, and the
+    ``min_tokens`` an upstream not declared ``vllm`` is not sent (0 or 1)."""
+    limit = req.token_limit() if isinstance(req, ChatCompletionRequest) else req.max_tokens
+    return limit, 0 if "vllm" in supports else min(req.min_tokens, 1)
 
 
 def answer_checks(req: ChatCompletionRequest) -> tuple[AnswerCheck | None, CallsCheck | None]:

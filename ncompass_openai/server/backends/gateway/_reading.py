@@ -5,6 +5,10 @@ stream has; without them, one event per chunk, counted as one token. A tool call
 :class:`ToolCallDelta`. Under a check (a declared ``response_format``, or tools), a choice's text or
 calls are held back until it ends, and sent only if the check passes; else an :class:`UpstreamError`
 ends the stream and nothing of the choice was sent.
+
+Two bounds hold whatever the upstream honours: a choice that reaches the request's token limit ends
+there (``finish_reason: "length"``; once every choice has ended, the relay closes the upstream request),
+and with ``min_tokens: 1`` checked here, a choice that ends without a token is the upstream's error.
 """
 
 from __future__ import annotations
@@ -71,6 +75,9 @@ class Reading:
         tools: the request offered tools (an answer's calls are refused otherwise).
         check: the check of each choice's text against the request's format.
         calls_check: the check of each choice's calls against the request's tools.
+        choices: how many choices the answer has.
+        limit: the request's token limit per choice, enforced here too.
+        min_tokens: checked here (0 or 1) for an upstream not declared to honour ``min_tokens``.
     """
 
     def __init__(
@@ -81,11 +88,24 @@ class Reading:
         tools: bool,
         check: AnswerCheck | None = None,
         calls_check: CallsCheck | None = None,
+        choices: int = 1,
+        limit: int | None = None,
+        min_tokens: int = 0,
     ) -> None:
         self.sink, self.chat, self.tools, self.check, self.calls_check = sink, chat, tools, check, calls_check
+        self.choices, self.limit, self.min_tokens = choices, limit, min_tokens
         self.held_calls: dict[int, list[ToolCall]] = collections.defaultdict(list)
         self.counts: collections.Counter[int] = collections.Counter()
         self.held: dict[int, list[tuple[str, list[TokenLogprobs]]]] = collections.defaultdict(list)
+        self.ended: set[int] = set()  # choices whose last event was pushed
+        self.cut = False
+        """The token limit ended every choice before the upstream did (its request is to be closed)."""
+        self._produced: set[int] = set()  # choices with at least one token (or call piece)
+
+    @property
+    def complete(self) -> bool:
+        """Every choice has ended."""
+        return len(self.ended) >= self.choices
 
     def usage(self, usage: Usage | None) -> None:
         """The upstream's own count of the request's tokens, when it reports one."""
@@ -100,6 +120,14 @@ class Reading:
         tokens: list[TokenLogprobs],
         calls: tuple[ToolCallDelta, ...],
     ) -> None:
+        if index in self.ended:  # cut at the token limit: the rest of the choice is not sent
+            return
+        if text or tokens or calls:
+            self._produced.add(index)
+        elif finish is not None and self.min_tokens and index not in self._produced:
+            raise UpstreamError(
+                "The upstream ended its answer without a token, and `min_tokens: 1` asks for one; retry."
+            )
         if calls:  # a tool call's piece, counted as a token: passed on, or held for the check
             self.counts[index] += 1
             if self.calls_check is None:
@@ -146,7 +174,7 @@ class Reading:
         if not tokens:
             if text:
                 self.counts[index] += 1
-            self.sink.push(GenerationEvent(index, text, finish, self.counts[index]))
+            self._send(GenerationEvent(index, text, finish, self.counts[index]))
             return
         for k, token in enumerate(tokens):
             self.counts[index] += 1
@@ -154,4 +182,16 @@ class Reading:
             event = GenerationEvent(
                 index, text if k == 0 else "", finish if last else None, self.counts[index], token
             )
-            self.sink.push(event)
+            if self._send(event):
+                return
+
+    def _send(self, event: GenerationEvent) -> bool:
+        """Push ``event``; True when its choice ended. A token past the limit (an upstream that does not
+        honour it) is not sent: the choice ends at the limit instead, with ``length``."""
+        if self.limit is not None and event.completion_tokens > self.limit:
+            event = GenerationEvent(event.index, "", "length", self.limit)
+            self.cut = True
+        self.sink.push(event)
+        if event.finish_reason is not None:
+            self.ended.add(event.index)
+        return event.finish_reason is not None

@@ -1,6 +1,7 @@
 """The relay of one upstream answer: read to its end into the stream's sink, whatever happens.
 
-A streamed answer is read event by event (``[DONE]`` ends it); a whole one at once. The relay always
+A streamed answer is read event by event (``[DONE]`` ends it, or every choice reaching the request's
+token limit, which closes the upstream request); a whole one at once. The relay always
 ends the sink with END or one error: a stream cut mid-way, or without an event for ``--upstream-timeout``
 seconds (comments do not count), ends with the protocol's in-stream error event, never a silent
 truncation, never a hang. Closing the
@@ -52,7 +53,10 @@ async def relay(
             await _stream(client, response, read, events)
         else:
             await _whole(client, response, read)
-        response.release()  # read to its end: the connection can serve another request
+        if read.cut:
+            response.close()  # every choice ended at the token limit: the upstream stops generating
+        else:
+            response.release()  # read to its end: the connection can serve another request
         sink.push(END)
     except UpstreamError as exc:
         sink.push(exc)
@@ -94,7 +98,7 @@ async def _stream(
         elif loop.time() > deadline:
             raise asyncio.TimeoutError
         for data in found:
-            if _event(client, data, read, events):
+            if _event(client, data, read, events) or (read.cut and read.complete):
                 return
     for data in parser.close():
         if _event(client, data, read, events):
