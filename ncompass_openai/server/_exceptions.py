@@ -89,7 +89,7 @@ class ModelNotRunning(Exception):
     Args:
         state: The deployment's state.
         retry_after: Seconds until it should be ready (``starting`` only).
-        error: Why its last start failed (``failed`` only).
+        error: Why its last start failed (``failed``), or why it cannot answer yet (``starting``).
     """
 
     def __init__(self, state: str, *, retry_after: float | None = None, error: str | None = None) -> None:

@@ -1202,6 +1202,7 @@ def test_an_upstream_down_at_boot_leaves_the_gateway_starting_then_serving(
         assert c.get("/v1/models").json()["data"][0]["id"] == "upstream"
         waiting = c.post("/v1/chat/completions", json={**CHAT, "model": "upstream"})
         assert waiting.status_code == 503 and waiting.headers["Retry-After"]
+        assert f"no upstream is healthy ({url}: " in waiting.json()["error"]["message"]  # which, and why
         stub(200, port=port)
         assert wait_for(lambda: c.get("/v1/deployment").json()["state"] == "running", 15)
         assert c.get("/v1/models").json()["data"][0]["id"] == "synthetic"  # learned

@@ -140,9 +140,10 @@ def model_not_running(state: str, *, retry_after: float | None = None, error: st
     """The protocol's 503: ``model_starting`` is worth retrying, ``model_stopped`` is not."""
     if state == "starting":
         seconds = max(1, min(120, math.ceil(retry_after or 1)))
+        why = f": {error}" if error else " (cold start)"
         return APIError(
             503,
-            "The model is starting (cold start); retry after the Retry-After delay, or wait with "
+            f"The model is starting{why}; retry after the Retry-After delay, or wait with "
             "`client.deployment.wait_until_running()` / `ncompass model status`.",
             type="model_not_running",
             code="model_starting",

@@ -58,6 +58,11 @@ class Backend(abc.ABC):
         return self.loaded
 
     @property
+    def not_ready_reason(self) -> str | None:
+        """Why a request could not be answered now, for the 503 (``None``: no reason beyond the state)."""
+        return None
+
+    @property
     @abc.abstractmethod
     def engine_name(self) -> str:
         """The engine's name, as ``--engine`` names it (``llama``, ``synthetic``, ``openai``)."""

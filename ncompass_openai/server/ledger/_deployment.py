@@ -43,6 +43,9 @@ class Loadable(Protocol):
     @property
     def lifecycle_refusal(self) -> str | None: ...
 
+    @property
+    def not_ready_reason(self) -> str | None: ...
+
     async def load(self, tenant_id: str | None = None) -> None: ...
 
     async def unload(self, tenant_id: str | None = None) -> None: ...
@@ -171,7 +174,7 @@ class DeploymentManager:
             return
         if dep.state in ("starting", "running"):  # running, but no upstream replica is healthy now
             eta = (dep.estimated_ready_at or time.time()) - time.time()
-            raise ModelNotRunning("starting", retry_after=max(1.0, eta))
+            raise ModelNotRunning("starting", retry_after=max(1.0, eta), error=self.backend.not_ready_reason)
         raise ModelNotRunning(dep.state, error=dep.error)
 
     def note_request(self, tenant_id: str) -> float:

@@ -87,6 +87,10 @@ class GatewayBackend(Backend):
     def model_id(self) -> str:
         return self._served_name or self._upstream_model or PLACEHOLDER_MODEL
 
+    @property
+    def not_ready_reason(self) -> str | None:
+        return None if self.ready else self.client.not_ready_reason()
+
     def accepts_model(self, model: str) -> bool:
         return model == self.model_id or (not self._named and model == PLACEHOLDER_MODEL)
 
@@ -129,7 +133,7 @@ class GatewayBackend(Backend):
         if self._start_command:
             await self._command("start", self._start_command, tenant_id)
         while not await self.pool.wait_healthy(self._start_timeout):
-            why = self.client.scrub("; ".join(f"{r.base_url}: {r.last_error}" for r in self.pool.replicas))
+            why = self.client.scrub(self.pool.why_down())
             if self._start_command:
                 await self.pool.close()
                 raise RuntimeError(

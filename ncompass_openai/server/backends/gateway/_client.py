@@ -118,7 +118,11 @@ class UpstreamClient:
             raise error
         if last is not None:
             raise last
-        raise ModelNotRunning("starting", retry_after=self.pool.interval)
+        raise ModelNotRunning("starting", retry_after=self.pool.interval, error=self.not_ready_reason())
+
+    def not_ready_reason(self) -> str:
+        """Why no replica can answer now."""
+        return f"no upstream is healthy ({self.scrub(self.pool.why_down())})"
 
     async def first_model(self) -> str:
         """The first model the upstream lists at ``GET /models``."""

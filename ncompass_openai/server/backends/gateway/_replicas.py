@@ -83,6 +83,10 @@ class ReplicaPool:
     def any_healthy(self) -> bool:
         return any(r.healthy for r in self.replicas)
 
+    def why_down(self) -> str:
+        """Each replica and its last error (for a message; keys not yet scrubbed)."""
+        return "; ".join(f"{r.base_url}: {r.last_error}" for r in self.replicas)
+
     def failed(self, replica: Replica, reason: str) -> None:
         """A request could not reach ``replica``: out of the rotation until a probe answers."""
         if replica.healthy:
