@@ -11,12 +11,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["UPSTREAM_FEATURES", "ServerSettings", "default_db_path"]
 
-UPSTREAM_FEATURES = frozenset({"logprobs", "response_format", "responses", "tools", "vllm"})
+UPSTREAM_FEATURES = frozenset({"logprobs", "min_tokens", "response_format", "responses", "tools", "vllm"})
 """What ``--upstream-supports`` may declare: ``logprobs`` (the upstream's, passed on), ``tools`` (the
 upstream's tool calls, checked against the request's tools, then passed on), ``response_format``
 (forwarded, and every answer checked against it here), ``responses`` (``/v1/responses`` forwarded to
-the upstream's), ``vllm`` (the vLLM fields ``top_k``, ``min_p``, ``repetition_penalty``,
-``min_tokens`` and the chat template fields, forwarded as sent)."""
+the upstream's), ``min_tokens`` (forwarded as sent: llama-cpp-python's server honours it too), ``vllm``
+(the vLLM fields ``top_k``, ``min_p``, ``repetition_penalty``, ``min_tokens`` and the chat template
+fields, forwarded as sent; ``n`` and list prompts sent whole)."""
 
 
 def default_db_path() -> str:

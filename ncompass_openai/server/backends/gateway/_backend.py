@@ -64,7 +64,8 @@ class GatewayBackend(Backend):
 
     def __init__(self, settings: ServerSettings) -> None:
         self.client = UpstreamClient(settings)
-        self.supports = frozenset(settings.upstream_supports)
+        declared = set(settings.upstream_supports)
+        self.supports = frozenset(declared | {"min_tokens"} if "vllm" in declared else declared)
         self.max_queue_per_key = settings.max_queue_per_key
         self.start_waits = True  # a whole answer is opened with its first byte
         self._upstream_model = settings.upstream_model

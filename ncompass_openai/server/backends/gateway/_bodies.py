@@ -49,6 +49,7 @@ _USED: dict[str, Callable[[Any], bool]] = {
     "chat_template_kwargs": lambda v: bool(v),
 }
 _FEATURE_OF = {
+    "min_tokens": "min_tokens",
     "tools": "tools",
     "tool_choice": "tools",
     "parallel_tool_calls": "tools",
@@ -61,7 +62,6 @@ _FEATURE_OF = {
             "top_k",
             "min_p",
             "repetition_penalty",
-            "min_tokens",
             "add_generation_prompt",
             "continue_final_message",
             "chat_template",
@@ -102,14 +102,15 @@ def body_of(
 
     ``max_completion_tokens`` is sent as ``max_tokens``, which every OpenAI-compatible server honours
     (llama-cpp-python's ignores the other). ``min_tokens: 1`` (which the 0.0.x methods send) goes only to
-    an upstream declared ``vllm``; for any other, the gateway checks it on the answer (:class:`Reading`).
+    an upstream declared ``min_tokens`` (or ``vllm``); for any other, the gateway checks it on the answer
+    (:class:`Reading`).
     """
     refuse_undeclared(req, supports)
     body = req.model_dump(mode="json", exclude_unset=True, by_alias=True)
     body.pop("echo", None)  # the completions route puts the prompt in front itself, as for every engine
     if "max_completion_tokens" in body:
         body["max_tokens"] = body.pop("max_completion_tokens")
-    if "vllm" not in supports:
+    if "min_tokens" not in supports:
         body.pop("min_tokens", None)
     if isinstance(req, CompletionRequest) and "max_tokens" not in body:
         body["max_tokens"] = req.max_tokens  # the protocol's default (16), whatever the upstream's
@@ -123,9 +124,9 @@ def bounds_of(
     req: ChatCompletionRequest | CompletionRequest, supports: frozenset[str]
 ) -> tuple[int | None, int]:
     """``(limit, min_tokens)`` the gateway enforces on each choice: the request's token limit, and the
-    ``min_tokens`` an upstream not declared ``vllm`` is not sent (0 or 1)."""
+    ``min_tokens`` an upstream not declared to honour it is not sent (0 or 1)."""
     limit = req.token_limit() if isinstance(req, ChatCompletionRequest) else req.max_tokens
-    return limit, 0 if "vllm" in supports else min(req.min_tokens, 1)
+    return limit, 0 if "min_tokens" in supports else min(req.min_tokens, 1)
 
 
 def answer_checks(req: ChatCompletionRequest) -> tuple[AnswerCheck | None, CallsCheck | None]:
