@@ -62,12 +62,13 @@ class GatewayBackend(Backend):
             ``start_command``, ``stop_command``, ``start_timeout``, ``max_queue_per_key``).
     """
 
+    start_waits = True  # a whole answer comes with its first byte
+
     def __init__(self, settings: ServerSettings) -> None:
         self.client = UpstreamClient(settings)
         declared = set(settings.upstream_supports)
         self.supports = frozenset(declared | {"min_tokens"} if "vllm" in declared else declared)
         self.max_queue_per_key = settings.max_queue_per_key
-        self.start_waits = True  # a whole answer is opened with its first byte
         self._upstream_model = settings.upstream_model
         self._served_name = settings.served_model_name
         self._named = bool(settings.served_model_name or settings.upstream_model)
