@@ -45,11 +45,12 @@ def _fields(params: Any) -> set[str]:
 
 
 def test_the_table_lists_every_field_of_openais_params() -> None:
-    assert set(CHAT) == _fields(chat_create_params)
-    assert set(COMPLETIONS) == _fields(completion_create_params)
-    assert set(RESPONSES) == set(typing.get_type_hints(response_create_params.ResponseCreateParamsBase)) | {
-        "stream"
-    }
+    # Every field of the installed openai (openai 3.x adds fields between releases; a row may be one
+    # that only a newer or older openai has).
+    assert _fields(chat_create_params) <= set(CHAT)
+    assert _fields(completion_create_params) <= set(COMPLETIONS)
+    responses = set(typing.get_type_hints(response_create_params.ResponseCreateParamsBase)) | {"stream"}
+    assert responses <= set(RESPONSES)
 
 
 REFUSED = (

@@ -54,12 +54,15 @@ CHAT: dict[str, Refused] = {
 }
 """``POST /v1/chat/completions``'s refused fields."""
 
+_BACKGROUND = "no background responses: send `stream: true` to read an answer as it comes"
+
 RESPONSES: dict[str, Refused] = {
-    "background": Refused(
-        "no background responses: send `stream: true` to read an answer as it comes", (False,)
-    ),
+    "access_programs": Refused("no access programs", ({},)),
+    "background": Refused(_BACKGROUND, (False,)),
+    "background_options": Refused(_BACKGROUND, ({},)),
     "context_management": Refused("no server-side compaction of the conversation", ([],)),
     "conversation": Refused("no Conversations API: chain responses with `previous_response_id`"),
+    "image": Refused("text only", ({},)),
     "include": Refused("no extra output data", ([],)),
     "moderation": _MODERATION,
     "prompt": Refused("no stored prompts: send `instructions` and `input`"),
