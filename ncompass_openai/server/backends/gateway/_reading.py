@@ -99,7 +99,8 @@ class Reading:
         self.held: dict[int, list[tuple[str, list[TokenLogprobs]]]] = collections.defaultdict(list)
         self.ended: set[int] = set()  # choices whose last event was pushed
         self.cut = False
-        """The token limit ended every choice before the upstream did (its request is to be closed)."""
+        """The token limit ended a choice before the upstream did (the relay closes the upstream request
+        once every choice has ended, rather than reading it to its end)."""
         self._produced: set[int] = set()  # choices with at least one token (or call piece)
 
     @property
